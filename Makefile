@@ -1,0 +1,86 @@
+# Front door of the project: `make help` lists every target.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= config.yaml
+BIN := $(VENV)/bin
+SEGMENT := $(BIN)/segment
+# Stamps keyed on the lock files: the environment is rebuilt only when a lock changes.
+RUNTIME_STAMP := $(VENV)/.runtime.stamp
+DEV_STAMP := $(VENV)/.dev.stamp
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(RUNTIME_STAMP): requirements/runtime.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --require-hashes --no-deps -r requirements/runtime.lock
+	$(PIP_INSTALL) --no-deps --no-build-isolation --editable .
+	@touch $@
+
+$(DEV_STAMP): requirements/dev.lock $(RUNTIME_STAMP)
+	$(PIP_INSTALL) --require-hashes --no-deps -r requirements/dev.lock
+	@touch $@
+
+.PHONY: venv
+venv: $(RUNTIME_STAMP) ## Create .venv from the runtime lock
+
+.PHONY: dev
+dev: $(DEV_STAMP) ## Create .venv with the development tools too
+
+## Pipeline (CONFIG=config.yaml by default)
+.PHONY: all
+all: $(RUNTIME_STAMP) ## Run every stage on CONFIG and print where the report is
+	$(SEGMENT) run --config $(CONFIG)
+
+.PHONY: data
+data: $(RUNTIME_STAMP) ## Download the data set (if missing) and check its SHA-256
+	$(SEGMENT) fetch --config $(CONFIG)
+
+.PHONY: prepare
+prepare: $(RUNTIME_STAMP) ## Stage 1: validate the data and build the feature matrix
+	$(SEGMENT) prepare --config $(CONFIG)
+
+.PHONY: select-k
+select-k: $(RUNTIME_STAMP) ## Stage 2: sweep k and choose it
+	$(SEGMENT) select-k --config $(CONFIG)
+
+.PHONY: cluster
+cluster: $(RUNTIME_STAMP) ## Stage 3: fit the final model, name and profile the segments
+	$(SEGMENT) cluster --config $(CONFIG)
+
+.PHONY: visualize
+visualize: $(RUNTIME_STAMP) ## Stage 4: draw every chart (Vega-Lite JSON, PNG, SVG)
+	$(SEGMENT) visualize --config $(CONFIG)
+
+.PHONY: report
+report: $(RUNTIME_STAMP) ## Stage 5: write the static HTML report
+	$(SEGMENT) report --config $(CONFIG)
+
+## Tooling
+.PHONY: test
+test: $(DEV_STAMP) ## Run pre-commit on all files, then pytest
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
+	$(BIN)/pytest
+
+.PHONY: lint
+lint: $(DEV_STAMP) ## Run ruff and mypy only
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+.PHONY: lock
+lock: ## Recompile both lock files from pyproject.toml (needs uv and the network)
+	uv pip compile pyproject.toml requirements/build.in --generate-hashes --universal \
+		--python-version 3.11 -o requirements/runtime.lock
+	uv pip compile pyproject.toml requirements/build.in --extra dev --generate-hashes --universal \
+		--python-version 3.11 -c requirements/runtime.lock -o requirements/dev.lock
+
+.PHONY: clean
+clean: ## Remove caches (keeps artifacts, reports and .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
+	find src tests -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,5 @@
+"""Reproducible K-Means customer segmentation."""
+
+from importlib.metadata import version
+
+__version__ = version("segmentation")

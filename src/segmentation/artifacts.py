@@ -1,0 +1,148 @@
+"""Where every output lives, how it is hashed and how it is written (atomically)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from segmentation import __version__
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The project folders, all derived from one root (the folder `make` runs in)."""
+
+    root: Path
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def version_dir(self, version: str) -> Path:
+        return self.artifacts / version
+
+    def report_dir(self, version: str) -> Path:
+        return self.reports / version
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the root unless absolute."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.root / candidate
+
+
+# File names of the outputs contract, relative to artifacts/<version>/.
+PREPARED = "prepared.parquet"
+PREPARE_SUMMARY = "prepare_summary.json"
+REJECTS = "rejects.csv"
+K_SELECTION = "k_selection.json"
+SEGMENTS = "segments.csv"
+ASSIGNMENTS_PARQUET = "assignments.parquet"
+ASSIGNMENTS_CSV = "assignments.csv"
+MODEL = "model.json"
+CHARTS = "charts"
+MANIFEST = "manifest.json"
+REPORT = "index.html"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(data: Any) -> str:
+    """JSON with sorted keys and fixed separators, so equal data gives equal bytes."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def version_id(resolved_config: dict[str, Any], data_sha256: str) -> str:
+    """A short content hash: the same config, data and package version give the same id."""
+    # The data's location does not change results; its content hash does.
+    config = {**resolved_config, "data": {"sha256": data_sha256}}
+    payload = canonical_json({"config": config, "package_version": __version__})
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it into place only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        temporary.chmod(0o644)
+        temporary.replace(target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path) -> Iterator[IO[str]]:
+    with atomic_path(target) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as out:
+        yield out
+
+
+def write_text(target: Path, text: str) -> None:
+    with atomic_writer(target) as out:
+        out.write(text)
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_json(target: Path, data: Any) -> None:
+    write_text(target, canonical_json(data))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_parquet(target: Path, frame: pl.DataFrame) -> None:
+    # Fixed writer settings keep the bytes identical across runs.
+    with atomic_path(target) as temporary:
+        frame.write_parquet(temporary, compression="zstd", compression_level=3, statistics=True)
+
+
+def write_csv(target: Path, frame: pl.DataFrame) -> None:
+    with atomic_path(target) as temporary:
+        frame.write_csv(temporary, float_precision=6, line_terminator="\n")
+
+
+def point_latest(folder: Path, version: str) -> None:
+    """Atomically switch `folder/latest` to the given version (a relative symlink)."""
+    link = folder / LATEST
+    temporary = folder / f".{LATEST}.{os.getpid()}.tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(version, target_is_directory=True)
+    temporary.replace(link)
+
+
+def output_hashes(version_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file under a version folder except the manifest, by relative path."""
+    return {
+        path.relative_to(version_dir).as_posix(): sha256_file(path)
+        for path in sorted(version_dir.rglob("*"))
+        if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
+    }

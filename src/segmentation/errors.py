@@ -1,0 +1,31 @@
+"""Errors shown to users: one line each, with a documented exit code.
+
+Exit codes (also in the README):
+  2  the config or the command line is wrong
+  3  the data is invalid (schema, ranges, hash mismatch)
+  4  the data is missing and could not be downloaded
+"""
+
+
+class SegmentationError(Exception):
+    """A problem the user can fix; the CLI prints its message without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(SegmentationError):
+    """The config file or a command-line option is wrong."""
+
+    exit_code = 2
+
+
+class DataError(SegmentationError):
+    """The input data is invalid or does not match its pinned hash."""
+
+    exit_code = 3
+
+
+class DataUnavailableError(SegmentationError):
+    """The data file is missing and could not be fetched."""
+
+    exit_code = 4

@@ -1,0 +1,289 @@
+"""Stage 1, prepare: read the raw CSV, validate it, and build the scaled feature matrix."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandera.polars as pa
+import polars as pl
+from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+from segmentation.config import Scaling
+from segmentation.errors import DataError
+
+COLUMNS = ("customer_id", "gender", "age", "annual_income", "spending_score")
+NUMERIC = ("age", "annual_income", "spending_score")
+LINE = "source_line"
+FEATURE_PREFIX = "feature_"
+GENDERS = ("Female", "Male")
+
+# Header spellings seen in the wild, compared after lower-casing and dropping everything
+# that is not a letter or digit ("Annual Income (k$)" -> "annualincomek").
+HEADER_ALIASES: dict[str, str] = {
+    **dict.fromkeys(["customerid", "customer", "custid", "id", "clientid"], "customer_id"),
+    **dict.fromkeys(["gender", "genre", "sex"], "gender"),
+    **dict.fromkeys(["age", "ageyears"], "age"),
+    **dict.fromkeys(
+        ["annualincomek", "annualincome", "annualincomekusd", "income", "incomek"], "annual_income"
+    ),
+    **dict.fromkeys(
+        ["spendingscore1100", "spendingscore", "score", "spending"], "spending_score"
+    ),
+}
+GENDER_ALIASES = {"female": "Female", "f": "Female", "male": "Male", "m": "Male"}
+
+SCHEMA = pa.DataFrameSchema(
+    {
+        "customer_id": pa.Column(pl.String, unique=True, nullable=False),
+        "gender": pa.Column(pl.String, pa.Check.isin(GENDERS), nullable=False),
+        "age": pa.Column(pl.Float64, pa.Check.in_range(0, 120), nullable=False),
+        "annual_income": pa.Column(pl.Float64, pa.Check.ge(0), nullable=False),
+        "spending_score": pa.Column(pl.Float64, pa.Check.in_range(1, 100), nullable=False),
+    },
+    name="customers",
+)
+CHECK_WORDS = {
+    "isin": "must be Female or Male",
+    "in_range": "is out of range",
+    "greater_than_or_equal_to": "must not be negative",
+    "field_uniqueness": "appears more than once",
+    "not_nullable": "is missing",
+}
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-column affine transform `(x - center) / scale`, learned on the prepared data."""
+
+    method: Scaling
+    columns: tuple[str, ...]
+    center: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def transform(self, matrix: np.ndarray) -> np.ndarray:
+        return (matrix - np.asarray(self.center)) / np.asarray(self.scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method.value,
+            "columns": list(self.columns),
+            "center": list(self.center),
+            "scale": list(self.scale),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scaler:
+        return cls(
+            method=Scaling(data["method"]),
+            columns=tuple(data["columns"]),
+            center=tuple(float(v) for v in data["center"]),
+            scale=tuple(float(v) for v in data["scale"]),
+        )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    customers: pl.DataFrame
+    """Valid rows: the canonical columns plus `source_line` (line number in the CSV)."""
+    rejects: pl.DataFrame
+    """Invalid rows that were dropped: `source_line`, `customer_id`, `reason`."""
+    blank_lines: int
+
+
+def _normalise_header(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def read_customers_csv(path: Path) -> pl.DataFrame:
+    """Read the CSV as text, rename known header variants and number each row by its file line."""
+    try:
+        raw = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable UTF-8 CSV file ({reason})") from None
+    renames: dict[str, str] = {}
+    for column in raw.columns:
+        canonical = HEADER_ALIASES.get(_normalise_header(column))
+        if canonical is not None and canonical not in renames.values():
+            renames[column] = canonical
+    missing = [name for name in COLUMNS if name not in renames.values()]
+    if missing:
+        raise DataError(
+            f"{path}:1: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns) or 'none'}"
+            f"; expected headers like CustomerID, Gender, Age, Annual Income (k$), Spending Score (1-100)"
+        )
+    # Line 1 is the header, so row i of the frame is line i + 2 of the file.
+    return (
+        raw.rename(renames)
+        .select(COLUMNS)
+        .with_columns(pl.col(COLUMNS).str.strip_chars())
+        .with_columns(pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in COLUMNS)
+        .with_row_index(LINE, offset=2)
+        .with_columns(pl.col(LINE).cast(pl.Int64))
+    )
+
+
+def _typed(text: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """Cast text columns to their types; list (row, reason) for values that are not numbers."""
+    gender_key = pl.col("gender").str.to_lowercase()
+    typed = text.with_columns(
+        pl.col(NUMERIC).cast(pl.Float64, strict=False),
+        pl.when(gender_key.is_in(list(GENDER_ALIASES)))
+        .then(gender_key.replace_strict(GENDER_ALIASES, default=None))
+        .otherwise(pl.col("gender"))
+        .alias("gender"),
+    )
+    problems: list[tuple[int, str]] = []
+    for column in NUMERIC:
+        bad = text.with_row_index("_row").filter(
+            pl.col(column).is_not_null() & typed[column].is_null()
+        )
+        problems += [(row, f"{column} '{value}' is not a number") for row, value in bad.select("_row", column).iter_rows()]
+    return typed, problems
+
+
+def _schema_problems(typed: pl.DataFrame) -> list[tuple[int, str]]:
+    try:
+        SCHEMA.validate(typed, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases.filter(pl.col("index").is_not_null())
+        problems = []
+        for column, check, value, row in cases.select("column", "check", "failure_case", "index").iter_rows():
+            words = next((text for key, text in CHECK_WORDS.items() if str(check).startswith(key)), f"fails {check}")
+            if str(check).startswith("in_range"):
+                low, high = re.findall(r"[-\d.]+", str(check))[:2]
+                words = f"is outside {low}-{high}"
+            shown = "" if value is None or words == "is missing" else f" {value}"
+            problems.append((int(row), f"{column}{shown} {words}"))
+        return problems
+    return []
+
+
+def validate_customers(text: pl.DataFrame, source: Path, on_invalid: str) -> Prepared:
+    """Type and validate the rows; fail on invalid rows or drop them with a reason each."""
+    blank = text.select(pl.all_horizontal(pl.col(COLUMNS).is_null())).to_series()
+    text = text.filter(~blank)
+    typed, problems = _typed(text)
+    problems += _schema_problems(typed)
+    # A value that is not a number also shows up as missing after the cast: keep the first reason.
+    reasons: dict[int, list[str]] = {}
+    for row, reason in problems:
+        column = reason.split(" ", 1)[0]
+        if not any(r.startswith(column + " ") for r in reasons.get(row, [])):
+            reasons.setdefault(row, []).append(reason)
+    lines = typed[LINE]
+    if reasons and on_invalid == "fail":
+        first = sorted(reasons)[:5]
+        listed = "; ".join(f"line {lines[row]}: {', '.join(reasons[row])}" for row in first)
+        more = f" (and {len(reasons) - len(first)} more row(s))" if len(reasons) > len(first) else ""
+        raise DataError(
+            f"{source}: {len(reasons)} invalid row(s): {listed}{more}; fix them, or set "
+            "prepare.on_invalid: drop to leave them out"
+        )
+    invalid = sorted(reasons)
+    rejects = pl.DataFrame(
+        {
+            LINE: [lines[row] for row in invalid],
+            "customer_id": [text["customer_id"][row] for row in invalid],
+            "reason": ["; ".join(reasons[row]) for row in invalid],
+        },
+        schema={LINE: pl.Int64, "customer_id": pl.String, "reason": pl.String},
+    )
+    keep = np.ones(typed.height, dtype=bool)
+    keep[invalid] = False
+    customers = typed.filter(pl.Series(keep)).select(LINE, *COLUMNS)
+    if customers.height < 3:
+        raise DataError(f"{source}: only {customers.height} valid customer row(s); at least 3 are needed")
+    return Prepared(customers=customers, rejects=rejects, blank_lines=int(blank.sum()))
+
+
+def feature_columns(features: tuple[str, ...]) -> tuple[str, ...]:
+    """Columns of the feature matrix: numeric features as they are, gender one-hot."""
+    columns: list[str] = []
+    for name in features:
+        columns += [f"gender_{g.lower()}" for g in GENDERS] if name == "gender" else [name]
+    return tuple(columns)
+
+
+def unscaled_matrix(customers: pl.DataFrame, features: tuple[str, ...]) -> np.ndarray:
+    expressions = []
+    for name in features:
+        if name == "gender":
+            expressions += [(pl.col("gender") == g).cast(pl.Float64).alias(f"gender_{g.lower()}") for g in GENDERS]
+        else:
+            expressions.append(pl.col(name).cast(pl.Float64))
+    return customers.select(expressions).to_numpy()
+
+
+def fit_scaler(matrix: np.ndarray, columns: tuple[str, ...], method: Scaling) -> Scaler:
+    """Learn the scaling of each column; a constant column keeps scale 1 instead of dividing by 0."""
+    width = matrix.shape[1]
+    if method is Scaling.NONE:
+        center, scale = np.zeros(width), np.ones(width)
+    elif method is Scaling.STANDARD:
+        fitted = StandardScaler().fit(matrix)
+        center, scale = fitted.mean_, fitted.scale_
+    elif method is Scaling.MINMAX:
+        fitted_minmax = MinMaxScaler().fit(matrix)
+        center = fitted_minmax.data_min_
+        scale = np.where(fitted_minmax.data_range_ == 0, 1.0, fitted_minmax.data_range_)
+    else:
+        fitted_robust = RobustScaler().fit(matrix)
+        center, scale = fitted_robust.center_, fitted_robust.scale_
+    return Scaler(
+        method=method,
+        columns=columns,
+        center=tuple(float(v) for v in center),
+        scale=tuple(float(v) for v in scale),
+    )
+
+
+def with_features(customers: pl.DataFrame, scaler: Scaler, features: tuple[str, ...]) -> pl.DataFrame:
+    """The customers with the scaled feature matrix appended as `feature_<column>` columns."""
+    scaled = scaler.transform(unscaled_matrix(customers, features))
+    return customers.with_columns(
+        pl.Series(FEATURE_PREFIX + name, scaled[:, i]) for i, name in enumerate(scaler.columns)
+    )
+
+
+def feature_matrix(prepared: pl.DataFrame) -> np.ndarray:
+    """The scaled feature matrix stored in a prepared frame."""
+    return prepared.select(pl.selectors.starts_with(FEATURE_PREFIX)).to_numpy()
+
+
+def summarise(prepared: Prepared, scaler: Scaler, features: tuple[str, ...]) -> dict[str, Any]:
+    customers = prepared.customers
+    return {
+        "rows_read": customers.height + prepared.rejects.height,
+        "rows_valid": customers.height,
+        "rows_rejected": prepared.rejects.height,
+        "blank_lines_skipped": prepared.blank_lines,
+        "checks": [
+            "required columns present (header variants accepted)",
+            "customer_id present and unique",
+            "gender is Female or Male",
+            "age a number in 0-120",
+            "annual_income a number >= 0 (k$)",
+            "spending_score a number in 1-100",
+            "no missing values",
+        ],
+        "features": list(features),
+        "scaler": scaler.to_dict(),
+        "distinct_points": int(customers.select(pl.struct(features).n_unique()).item()),
+        "population": {
+            column: {
+                "mean": float(customers[column].mean()),  # type: ignore[arg-type]
+                "std": float(customers[column].std()),  # type: ignore[arg-type]
+                "min": float(customers[column].min()),  # type: ignore[arg-type]
+                "max": float(customers[column].max()),  # type: ignore[arg-type]
+            }
+            for column in NUMERIC
+        },
+        "female_share": float((customers["gender"] == "Female").mean()),  # type: ignore[arg-type]
+    }
