@@ -1,0 +1,325 @@
+"""Stage 4, visualize: every chart of a run as Altair charts, saved as Vega-Lite JSON, PNG and SVG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import altair as alt
+import numpy as np
+import polars as pl
+import vl_convert as vlc
+from sklearn.decomposition import PCA
+
+from segmentation.config import VisualizeConfig
+
+LABELS = {
+    "age": "Age (years)",
+    "annual_income": "Annual income (k$)",
+    "spending_score": "Spending score (1-100)",
+    "gender_female": "Female (share)",
+    "gender_male": "Male (share)",
+    "female_share": "Female (share)",
+}
+CHOSEN_COLOR = "#d62728"
+KNEE_COLOR = "#ff7f0e"
+
+
+@dataclass(frozen=True)
+class RenderedChart:
+    name: str
+    title: str
+    spec: dict[str, Any]
+    png: bytes
+    svg: str
+
+
+def _segment_color(segments: pl.DataFrame) -> alt.Color:
+    """One color per segment, listed in segment-id order with the id in front of the name."""
+    return alt.Color(
+        "segment:N",
+        title="Segment",
+        scale=alt.Scale(domain=_segment_labels(segments), scheme="tableau10"),
+        legend=alt.Legend(orient="bottom", columns=2, labelLimit=360),
+    )
+
+
+def _segment_labels(segments: pl.DataFrame) -> list[str]:
+    return [f"{i} · {name}" for i, name in segments.select("segment_id", "name").iter_rows()]
+
+
+def _labelled(frame: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
+    labels = pl.DataFrame(
+        {"segment_id": segments["segment_id"], "segment": _segment_labels(segments)}
+    )
+    return frame.join(labels, on="segment_id", how="left")
+
+
+def _sample(frame: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
+    """At most `max_points` rows, drawn reproducibly, so charts stay readable and small."""
+    return frame if frame.height <= max_points else frame.sample(max_points, seed=seed).sort("customer_id")
+
+
+def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.LayerChart:
+    candidates = pl.DataFrame(k_selection["candidates"]).select("k", "inertia")
+    base = alt.Chart(candidates).encode(
+        x=alt.X("k:Q", title="Number of segments k", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("inertia:Q", title="Inertia (within-segment sum of squares)"),
+    )
+    layers: list[alt.Chart] = [base.mark_line(point=True), _chosen_rule(k_selection["chosen_k"])]
+    if k_selection["knee_k"] is not None:
+        knee = candidates.filter(pl.col("k") == k_selection["knee_k"])
+        layers.append(
+            alt.Chart(knee)
+            .mark_point(size=220, shape="diamond", filled=True, color=KNEE_COLOR)
+            .encode(x="k:Q", y="inertia:Q", tooltip=["k", "inertia"])
+        )
+    subtitle = (
+        f"knee at k={k_selection['knee_k']} (diamond); chosen k={k_selection['chosen_k']} (red line)"
+        if k_selection["knee_k"] is not None
+        else f"no clear knee; chosen k={k_selection['chosen_k']} (red line)"
+    )
+    return alt.layer(*layers).properties(
+        title=alt.Title("Elbow: inertia against k", subtitle=subtitle),
+        width=size.width,
+        height=size.height,
+    )
+
+
+def _chosen_rule(chosen_k: int) -> alt.Chart:
+    return (
+        alt.Chart(pl.DataFrame({"k": [chosen_k]}))
+        .mark_rule(color=CHOSEN_COLOR, strokeDash=[6, 4], strokeWidth=2)
+        .encode(x="k:Q")
+    )
+
+
+def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.HConcatChart:
+    candidates = pl.DataFrame(k_selection["candidates"]).filter(pl.col("silhouette").is_not_null())
+    panels = []
+    for column, title, better in (
+        ("silhouette", "Silhouette", "higher is better"),
+        ("calinski_harabasz", "Calinski-Harabasz", "higher is better"),
+        ("davies_bouldin", "Davies-Bouldin", "lower is better"),
+    ):
+        line = (
+            alt.Chart(candidates.select("k", column))
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("k:Q", title="k", axis=alt.Axis(tickMinStep=1)),
+                y=alt.Y(f"{column}:Q", title=title, scale=alt.Scale(zero=False)),
+                tooltip=["k", column],
+            )
+        )
+        panels.append(
+            alt.layer(line, _chosen_rule(k_selection["chosen_k"])).properties(
+                title=alt.Title(title, subtitle=better), width=size.width // 2, height=size.height // 2 + 60
+            )
+        )
+    return alt.hconcat(*panels).properties(
+        title=alt.Title(
+            "Cluster quality against k",
+            subtitle=f"chosen k={k_selection['chosen_k']} (red line, rule: {k_selection['rule']})",
+        )
+    )
+
+
+def silhouette_chart(
+    assignments: pl.DataFrame, segments: pl.DataFrame, size: VisualizeConfig, seed: int
+) -> alt.LayerChart:
+    """Per-customer silhouette at the chosen k, sorted within each segment, segments stacked."""
+    rows = _labelled(_sample(assignments, size.max_points, seed), segments).sort(
+        ["segment_id", "silhouette"], descending=[False, True]
+    )
+    gap = max(2, rows.height // 50)
+    positions = (rows["segment_id"].cast(pl.Int64) * gap).to_numpy() + np.arange(rows.height)
+    rows = rows.with_columns(pl.Series("position", positions)).select(
+        "customer_id", "segment", "silhouette", "position"
+    )
+    mean = float(assignments["silhouette"].mean())  # type: ignore[arg-type]
+    bars = (
+        alt.Chart(rows)
+        .mark_bar(orient="horizontal", height=alt.RelativeBandSize(1.0))
+        .encode(
+            y=alt.Y("position:O", axis=None, title=None),
+            x=alt.X("silhouette:Q", title="Silhouette of each customer", scale=alt.Scale(domain=[-1, 1])),
+            color=_segment_color(segments),
+            tooltip=["customer_id", "segment", alt.Tooltip("silhouette:Q", format=".3f")],
+        )
+    )
+    average = (
+        alt.Chart(pl.DataFrame({"mean": [mean]}))
+        .mark_rule(color=CHOSEN_COLOR, strokeDash=[6, 4])
+        .encode(x="mean:Q")
+    )
+    return alt.layer(bars, average).properties(
+        title=alt.Title(
+            "Silhouette of every customer",
+            subtitle=f"mean {mean:.3f} (red line); bars below 0 sit closer to another segment",
+        ),
+        width=size.width,
+        height=max(size.height, 300),
+    )
+
+
+def _scatter(
+    points: pl.DataFrame,
+    centroids: pl.DataFrame,
+    axes: dict[str, str],
+    segments: pl.DataFrame,
+    size: VisualizeConfig,
+    title: str,
+) -> alt.LayerChart:
+    """Customers as dots and centroids as crosses; `axes` maps the x and y columns to titles."""
+    (x, x_title), (y, y_title) = axes.items()
+    dots = (
+        alt.Chart(points)
+        .mark_circle(size=45, opacity=0.75)
+        .encode(
+            x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(zero=False)),
+            y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+            color=_segment_color(segments),
+            tooltip=["customer_id", "segment", alt.Tooltip(f"{x}:Q", format=".2f"), alt.Tooltip(f"{y}:Q", format=".2f")],
+        )
+    )
+    marks = (
+        alt.Chart(centroids)
+        .mark_point(shape="cross", size=260, filled=True, color="black", strokeWidth=1)
+        .encode(x=f"{x}:Q", y=f"{y}:Q", tooltip=["segment"])
+    )
+    return alt.layer(dots, marks).properties(
+        title=alt.Title(title, subtitle="crosses mark the segment centroids"),
+        width=size.width,
+        height=size.height + 60,
+    )
+
+
+def scatter_chart(
+    customers: pl.DataFrame,
+    assignments: pl.DataFrame,
+    segments: pl.DataFrame,
+    model: dict[str, Any],
+    matrix: np.ndarray,
+    size: VisualizeConfig,
+    seed: int,
+) -> alt.LayerChart:
+    """Two feature columns: those two in original units. More: a PCA projection of the scaled data."""
+    columns = model["scaler"]["columns"]
+    joined = customers.with_columns(assignments["segment_id"])
+    if len(columns) == 2 and all(c in customers.columns for c in columns):
+        x, y = columns
+        points = _labelled(_sample(joined, size.max_points, seed), segments)
+        centroids = _labelled(
+            segments.select("segment_id", pl.col(f"centroid_{x}").alias(x), pl.col(f"centroid_{y}").alias(y)),
+            segments,
+        )
+        axes = {x: LABELS[x], y: LABELS[y]}
+        return _scatter(points, centroids, axes, segments, size, "Segments")
+    pca = PCA(n_components=2, svd_solver="full", random_state=seed).fit(matrix)
+    projected = pca.transform(matrix)
+    centres = pca.transform(np.asarray(model["centroids_scaled"]))
+    explained = pca.explained_variance_ratio_
+    points = joined.select("customer_id", "segment_id").with_columns(
+        pl.Series("pc1", projected[:, 0]), pl.Series("pc2", projected[:, 1])
+    )
+    points = _labelled(_sample(points, size.max_points, seed), segments)
+    centroids = _labelled(
+        pl.DataFrame({"segment_id": segments["segment_id"], "pc1": centres[:, 0], "pc2": centres[:, 1]}),
+        segments,
+    )
+    axes = {
+        "pc1": f"Principal component 1 ({explained[0]:.0%} of variance)",
+        "pc2": f"Principal component 2 ({explained[1]:.0%} of variance)",
+    }
+    title = "Segments on the first two principal components"
+    return _scatter(points, centroids, axes, segments, size, title)
+
+
+def pairwise_chart(
+    customers: pl.DataFrame,
+    assignments: pl.DataFrame,
+    segments: pl.DataFrame,
+    features: list[str],
+    size: VisualizeConfig,
+    seed: int,
+) -> alt.RepeatChart:
+    """Every pair of numeric clustered features, in original units."""
+    numeric = [f for f in features if f != "gender"]
+    points = _labelled(
+        _sample(customers.with_columns(assignments["segment_id"]), size.max_points, seed), segments
+    ).select("customer_id", "segment", *numeric)
+    side = max(160, size.width // max(1, len(numeric)))
+    return (
+        alt.Chart(points)
+        .mark_circle(size=25, opacity=0.7)
+        .encode(
+            x=alt.X(alt.repeat("column"), type="quantitative", scale=alt.Scale(zero=False)),
+            y=alt.Y(alt.repeat("row"), type="quantitative", scale=alt.Scale(zero=False)),
+            color=_segment_color(segments),
+            tooltip=["customer_id", "segment"],
+        )
+        .properties(width=side, height=side)
+        .repeat(row=numeric, column=numeric)
+        .properties(title="Segments across every pair of features")
+    )
+
+
+def profile_chart(segments: pl.DataFrame, population: dict[str, Any], female_share: float, size: VisualizeConfig) -> alt.LayerChart:
+    """Heatmap of each segment's mean on every column, colored by distance from the population mean."""
+    rows = []
+    for row in segments.iter_rows(named=True):
+        label = f"{row['segment_id']} · {row['name']}"
+        for column in ("age", "annual_income", "spending_score"):
+            stats = population[column]
+            z = (row[f"mean_{column}"] - stats["mean"]) / (stats["std"] or 1.0)
+            rows.append((label, LABELS[column], z, f"{row[f'mean_{column}']:.1f}"))
+        z_female = (row["female_share"] - female_share) / (np.sqrt(female_share * (1 - female_share)) or 1.0)
+        rows.append((label, LABELS["female_share"], z_female, f"{row['female_share']:.0%}"))
+    cells = pl.DataFrame(rows, schema=["segment", "column", "z", "value"], orient="row")
+    order = _segment_labels(segments)
+    base = alt.Chart(cells).encode(
+        x=alt.X("column:N", title=None, sort=list(dict.fromkeys(cells["column"])), axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color(
+            "z:Q",
+            title="SDs from the average customer",
+            scale=alt.Scale(scheme="redblue", domain=[-2, 2], reverse=True, clamp=True),
+        ),
+        tooltip=["segment", "column", "value", alt.Tooltip("z:Q", format=".2f")],
+    )
+    text = base.mark_text(fontSize=12).encode(text="value:N")
+    return alt.layer(heat, text).properties(
+        title=alt.Title("Segment profiles", subtitle="mean per segment; color: above (red) or below (blue) the average customer"),
+        width=size.width,
+        height=max(size.height // 2, 36 * segments.height),
+    )
+
+
+def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.LayerChart:
+    rows = _labelled(segments.select("segment_id", "size", "share"), segments).with_columns(
+        (pl.col("size").cast(pl.String) + " (" + (pl.col("share") * 100).round(1).cast(pl.String) + "%)").alias("label")
+    )
+    order = _segment_labels(segments)
+    base = alt.Chart(rows).encode(
+        y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
+        x=alt.X("size:Q", title="Customers"),
+    )
+    bars = base.mark_bar().encode(color=alt.Color("segment:N", scale=alt.Scale(domain=order, scheme="tableau10"), legend=None))
+    labels = base.mark_text(align="left", dx=4).encode(text="label:N")
+    return alt.layer(bars, labels).properties(
+        title="Segment sizes", width=size.width, height=max(size.height // 2, 30 * segments.height)
+    )
+
+
+def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) -> RenderedChart:
+    """Vega-Lite spec plus PNG and SVG renderings (vl-convert, no browser or network)."""
+    spec = chart.to_dict()
+    return RenderedChart(
+        name=name,
+        title=title,
+        spec=spec,
+        png=vlc.vegalite_to_png(spec, scale=png_scale),
+        svg=vlc.vegalite_to_svg(spec),
+    )
