@@ -97,7 +97,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_writer(target: Path) -> Iterator[IO[str]]:
-    with atomic_path(target) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as out:
+    with (
+        atomic_path(target) as temporary,
+        temporary.open("w", encoding="utf-8", newline="\n") as out,
+    ):
         yield out
 
 

@@ -30,7 +30,9 @@ class SegmentGroup(click.Group):
             console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            console.print("[bold red]interrupted:[/] stopped by the user; finished outputs are kept")
+            console.print(
+                "[bold red]interrupted:[/] stopped by the user; finished outputs are kept"
+            )
             sys.exit(130)
 
 
@@ -65,19 +67,25 @@ def _progress() -> Iterator[pipeline.Progress]:
 
 def _stage_line(outcome: pipeline.StageOutcome) -> None:
     console.print(
-        f"[green]✓[/] {outcome.stage:<10} {outcome.seconds:6.2f} s  {outcome.summary}", soft_wrap=True
+        f"[green]✓[/] {outcome.stage:<10} {outcome.seconds:6.2f} s  {outcome.summary}",
+        soft_wrap=True,
     )
+
+
+def _shown(path: Path) -> Path:
+    """A path as the user would type it: relative to the working folder when inside it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def _run(config_path: Path, stages: tuple[str, ...]) -> None:
     started = time.perf_counter()
     run = pipeline.open_run(config_path, Workspace(Path.cwd()))
-    console.print(f"version {run.version}  (config {config_path}, data {run.raw.path})")
+    console.print(f"version {run.version}  (config {config_path}, data {_shown(run.raw.path)})")
     with _progress() as progress:
         report = pipeline.execute(run, stages, progress, _stage_line)
-    console.print(f"done in {time.perf_counter() - started:.1f} s; outputs in {run.folder}")
+    console.print(f"done in {time.perf_counter() - started:.1f} s; outputs in {_shown(run.folder)}")
     if report is not None:
-        click.echo(f"Report: {report}")
+        click.echo(f"Report: {_shown(report)}")
 
 
 @click.group(cls=SegmentGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,7 +163,11 @@ def assign(input_path: Path, output_path: Path, model_path: Path) -> None:
     text = prepare.read_customers_csv(input_path)
     customers = prepare.validate_customers(text, input_path, on_invalid="fail").customers
     features = tuple(model["features"])
-    labelled = cluster.assign_segments(customers, prepare.unscaled_matrix(customers, features), model)
+    labelled = cluster.assign_segments(
+        customers, prepare.unscaled_matrix(customers, features), model
+    )
     artifacts.write_csv(output_path, labelled)
     counts = labelled["segment_name"].value_counts(sort=True)
-    console.print(f"labelled {labelled.height} customers into {counts.height} segment(s): {output_path}")
+    console.print(
+        f"labelled {labelled.height} customers into {counts.height} segment(s): {output_path}"
+    )

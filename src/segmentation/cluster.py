@@ -124,11 +124,15 @@ def _gender_phrase(female_share: float) -> str:
     return "Mixed gender"
 
 
-def _z_scores(profile: pl.DataFrame, population: dict[str, dict[str, float]]) -> dict[str, list[float]]:
+def _z_scores(
+    profile: pl.DataFrame, population: dict[str, dict[str, float]]
+) -> dict[str, list[float]]:
     scores = {}
     for column in NUMERIC:
         spread = population[column]["std"] or 1.0
-        scores[column] = [(v - population[column]["mean"]) / spread for v in profile[f"mean_{column}"]]
+        scores[column] = [
+            (v - population[column]["mean"]) / spread for v in profile[f"mean_{column}"]
+        ]
     return scores
 
 
@@ -211,7 +215,13 @@ def segment_customers(
         pl.Series("action", actions),
         *[pl.Series(name, values) for name, values in centroid_columns.items()],
     ).select(
-        "segment_id", "name", "size", "share", *centroid_columns, pl.exclude("segment_id", "name", "size", "share", "action", *centroid_columns), "action"
+        "segment_id",
+        "name",
+        "size",
+        "share",
+        *centroid_columns,
+        pl.exclude("segment_id", "name", "size", "share", "action", *centroid_columns),
+        "action",
     )
     distances = np.linalg.norm(matrix - centroids[segment_ids], axis=1)
     assignments = pl.DataFrame(
@@ -229,9 +239,7 @@ def segment_customers(
         "scaler": scaler.to_dict(),
         "k": k,
         "centroids_scaled": centroids.tolist(),
-        "segments": [
-            {"segment_id": i, "name": names[i], "action": actions[i]} for i in range(k)
-        ],
+        "segments": [{"segment_id": i, "name": names[i], "action": actions[i]} for i in range(k)],
         "kmeans": {
             "init": "k-means++",
             "n_init": config.n_init,
@@ -243,7 +251,9 @@ def segment_customers(
     return Segmentation(segments=segments, assignments=assignments, model=model_data)
 
 
-def assign_segments(customers: pl.DataFrame, unscaled: np.ndarray, model: dict[str, Any]) -> pl.DataFrame:
+def assign_segments(
+    customers: pl.DataFrame, unscaled: np.ndarray, model: dict[str, Any]
+) -> pl.DataFrame:
     """Label customers with the nearest centroid of a saved model (plain data, no pickle)."""
     scaler = Scaler.from_dict(model["scaler"])
     centroids = np.asarray(model["centroids_scaled"], dtype=float)

@@ -115,7 +115,9 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-def _key_lines(node: yaml.Node, prefix: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
+def _key_lines(
+    node: yaml.Node, prefix: tuple[str | int, ...] = ()
+) -> dict[tuple[str | int, ...], int]:
     """Map each key path of a YAML document to its 1-based line number."""
     lines: dict[tuple[str | int, ...], int] = {prefix: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
@@ -153,7 +155,9 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the config must be a mapping of sections (data:, features:, ...)")
+        raise ConfigError(
+            f"{source}: the config must be a mapping of sections (data:, features:, ...)"
+        )
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:

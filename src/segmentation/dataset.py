@@ -54,7 +54,9 @@ def ensure_raw_data(config: DataConfig, path: Path) -> RawData:
         )
     except ValueError as exc:
         # pooch refuses a download whose hash differs from the pinned one.
-        raise DataError(f"{config.url}: downloaded file does not match data.sha256 ({exc})") from None
+        raise DataError(
+            f"{config.url}: downloaded file does not match data.sha256 ({exc})"
+        ) from None
     except Exception as exc:  # network errors come in many types (requests, OSError, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataUnavailableError(

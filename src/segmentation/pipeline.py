@@ -23,7 +23,12 @@ STAGES = ("prepare", "select-k", "cluster", "visualize", "report")
 STAGE_OUTPUTS = {
     "prepare": (artifacts.PREPARED, artifacts.PREPARE_SUMMARY, artifacts.REJECTS),
     "select-k": (artifacts.K_SELECTION,),
-    "cluster": (artifacts.SEGMENTS, artifacts.ASSIGNMENTS_PARQUET, artifacts.ASSIGNMENTS_CSV, artifacts.MODEL),
+    "cluster": (
+        artifacts.SEGMENTS,
+        artifacts.ASSIGNMENTS_PARQUET,
+        artifacts.ASSIGNMENTS_CSV,
+        artifacts.MODEL,
+    ),
     "visualize": (f"{artifacts.CHARTS}/index.json",),
 }
 PACKAGES = (
@@ -66,7 +71,9 @@ def open_run(config_path: Path, workspace: Workspace) -> Run:
     config = load_config(config_path)
     raw = ensure_raw_data(config.data, workspace.resolve(config.data.path))
     version = artifacts.version_id(config.resolved(), raw.sha256)
-    return Run(config=config, config_path=config_path, workspace=workspace, raw=raw, version=version)
+    return Run(
+        config=config, config_path=config_path, workspace=workspace, raw=raw, version=version
+    )
 
 
 def stage_is_done(run: Run, stage: str) -> bool:
@@ -124,7 +131,9 @@ def _cluster(run: Run, progress: Progress) -> str:
     artifacts.write_parquet(run.path(artifacts.ASSIGNMENTS_PARQUET), result.assignments)
     artifacts.write_csv(run.path(artifacts.ASSIGNMENTS_CSV), result.assignments)
     artifacts.write_json(run.path(artifacts.MODEL), result.model)
-    return ", ".join(f"{row['name']} ({row['size']})" for row in result.segments.iter_rows(named=True))
+    return ", ".join(
+        f"{row['name']} ({row['size']})" for row in result.segments.iter_rows(named=True)
+    )
 
 
 def build_charts(run: Run) -> list[visualize.RenderedChart]:
@@ -140,13 +149,35 @@ def build_charts(run: Run) -> list[visualize.RenderedChart]:
     charts: list[tuple[str, str, Any]] = [
         ("elbow", "Elbow", visualize.elbow_chart(selection, size)),
         ("criteria", "Criteria against k", visualize.criteria_chart(selection, size)),
-        ("silhouette", "Silhouette per customer", visualize.silhouette_chart(assignments, segments, size, seed)),
-        ("segments", "Segments", visualize.scatter_chart(customers, assignments, segments, model, prepare.feature_matrix(frame), size, seed)),
+        (
+            "silhouette",
+            "Silhouette per customer",
+            visualize.silhouette_chart(assignments, segments, size, seed),
+        ),
+        (
+            "segments",
+            "Segments",
+            visualize.scatter_chart(
+                customers, assignments, segments, model, prepare.feature_matrix(frame), size, seed
+            ),
+        ),
     ]
     if len(model["scaler"]["columns"]) > 2 and sum(f != "gender" for f in config.features) >= 2:
-        charts.append(("pairwise", "Feature pairs", visualize.pairwise_chart(customers, assignments, segments, list(config.features), size, seed)))
+        charts.append(
+            (
+                "pairwise",
+                "Feature pairs",
+                visualize.pairwise_chart(
+                    customers, assignments, segments, list(config.features), size, seed
+                ),
+            )
+        )
     charts += [
-        ("profiles", "Segment profiles", visualize.profile_chart(segments, summary["population"], summary["female_share"], size)),
+        (
+            "profiles",
+            "Segment profiles",
+            visualize.profile_chart(segments, summary["population"], summary["female_share"], size),
+        ),
         ("sizes", "Segment sizes", visualize.sizes_chart(segments, size)),
     ]
     return [visualize.render(name, title, chart, size.png_scale) for name, title, chart in charts]
@@ -159,7 +190,9 @@ def _visualize(run: Run, progress: Progress) -> str:
         artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)
         artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
         artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
-    artifacts.write_json(folder / "index.json", [{"name": c.name, "title": c.title} for c in charts])
+    artifacts.write_json(
+        folder / "index.json", [{"name": c.name, "title": c.title} for c in charts]
+    )
     return f"{len(charts)} charts (Vega-Lite JSON, PNG, SVG)"
 
 
@@ -198,11 +231,16 @@ def _report(run: Run, progress: Progress) -> str:
         data_sha256=run.raw.sha256,
         data_pinned=run.raw.pinned,
         summary=artifacts.read_json(run.path(artifacts.PREPARE_SUMMARY)),
-        rejects=pl.read_csv(run.path(artifacts.REJECTS), schema_overrides={"customer_id": pl.String}),
+        rejects=pl.read_csv(
+            run.path(artifacts.REJECTS), schema_overrides={"customer_id": pl.String}
+        ),
         selection=artifacts.read_json(run.path(artifacts.K_SELECTION)),
         segments=pl.read_csv(run.path(artifacts.SEGMENTS)),
         charts=[
-            (c["title"], (run.path(artifacts.CHARTS) / f"{c['name']}.svg").read_text(encoding="utf-8"))
+            (
+                c["title"],
+                (run.path(artifacts.CHARTS) / f"{c['name']}.svg").read_text(encoding="utf-8"),
+            )
             for c in charts
         ],
         environment=environment(),
@@ -210,7 +248,7 @@ def _report(run: Run, progress: Progress) -> str:
     )
     target = run.workspace.report_dir(run.version) / artifacts.REPORT
     artifacts.write_text(target, report.render_report(context))
-    return str(target)
+    return f"reports/{run.version}/{artifacts.REPORT}"
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run, Progress], str]] = {
@@ -232,8 +270,15 @@ def write_manifest(run: Run) -> dict[str, Any]:
         "version": run.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "inputs": {
-            "data": {"path": run.config.data.path, "sha256": run.raw.sha256, "pinned": run.raw.pinned},
-            "config": {"path": str(run.config_path), "sha256": artifacts.sha256_file(run.config_path)},
+            "data": {
+                "path": run.config.data.path,
+                "sha256": run.raw.sha256,
+                "pinned": run.raw.pinned,
+            },
+            "config": {
+                "path": str(run.config_path),
+                "sha256": artifacts.sha256_file(run.config_path),
+            },
         },
         "config": run.config.resolved(),
         "seed": run.config.cluster.seed,
@@ -258,7 +303,9 @@ def publish(run: Run) -> Path:
     run.workspace.reports.mkdir(parents=True, exist_ok=True)
     artifacts.point_latest(run.workspace.reports, run.version)
     index = run.workspace.reports / "index.html"
-    artifacts.write_text(index, report.render_index(list_versions(run.workspace), latest=run.version))
+    artifacts.write_text(
+        index, report.render_index(list_versions(run.workspace), latest=run.version)
+    )
     return index
 
 

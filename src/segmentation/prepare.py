@@ -30,9 +30,7 @@ HEADER_ALIASES: dict[str, str] = {
     **dict.fromkeys(
         ["annualincomek", "annualincome", "annualincomekusd", "income", "incomek"], "annual_income"
     ),
-    **dict.fromkeys(
-        ["spendingscore1100", "spendingscore", "score", "spending"], "spending_score"
-    ),
+    **dict.fromkeys(["spendingscore1100", "spendingscore", "score", "spending"], "spending_score"),
 }
 GENDER_ALIASES = {"female": "Female", "f": "Female", "male": "Male", "m": "Male"}
 
@@ -65,7 +63,8 @@ class Scaler:
     scale: tuple[float, ...]
 
     def transform(self, matrix: np.ndarray) -> np.ndarray:
-        return (matrix - np.asarray(self.center)) / np.asarray(self.scale)
+        scaled: np.ndarray = (matrix - np.asarray(self.center)) / np.asarray(self.scale)
+        return scaled
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,7 +122,9 @@ def read_customers_csv(path: Path) -> pl.DataFrame:
         raw.rename(renames)
         .select(COLUMNS)
         .with_columns(pl.col(COLUMNS).str.strip_chars())
-        .with_columns(pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in COLUMNS)
+        .with_columns(
+            pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in COLUMNS
+        )
         .with_row_index(LINE, offset=2)
         .with_columns(pl.col(LINE).cast(pl.Int64))
     )
@@ -144,7 +145,10 @@ def _typed(text: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
         bad = text.with_row_index("_row").filter(
             pl.col(column).is_not_null() & typed[column].is_null()
         )
-        problems += [(row, f"{column} '{value}' is not a number") for row, value in bad.select("_row", column).iter_rows()]
+        problems += [
+            (row, f"{column} '{value}' is not a number")
+            for row, value in bad.select("_row", column).iter_rows()
+        ]
     return typed, problems
 
 
@@ -154,8 +158,13 @@ def _schema_problems(typed: pl.DataFrame) -> list[tuple[int, str]]:
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases.filter(pl.col("index").is_not_null())
         problems = []
-        for column, check, value, row in cases.select("column", "check", "failure_case", "index").iter_rows():
-            words = next((text for key, text in CHECK_WORDS.items() if str(check).startswith(key)), f"fails {check}")
+        for column, check, value, row in cases.select(
+            "column", "check", "failure_case", "index"
+        ).iter_rows():
+            words = next(
+                (text for key, text in CHECK_WORDS.items() if str(check).startswith(key)),
+                f"fails {check}",
+            )
             if str(check).startswith("in_range"):
                 low, high = re.findall(r"[-\d.]+", str(check))[:2]
                 words = f"is outside {low}-{high}"
@@ -181,7 +190,9 @@ def validate_customers(text: pl.DataFrame, source: Path, on_invalid: str) -> Pre
     if reasons and on_invalid == "fail":
         first = sorted(reasons)[:5]
         listed = "; ".join(f"line {lines[row]}: {', '.join(reasons[row])}" for row in first)
-        more = f" (and {len(reasons) - len(first)} more row(s))" if len(reasons) > len(first) else ""
+        more = (
+            f" (and {len(reasons) - len(first)} more row(s))" if len(reasons) > len(first) else ""
+        )
         raise DataError(
             f"{source}: {len(reasons)} invalid row(s): {listed}{more}; fix them, or set "
             "prepare.on_invalid: drop to leave them out"
@@ -199,7 +210,9 @@ def validate_customers(text: pl.DataFrame, source: Path, on_invalid: str) -> Pre
     keep[invalid] = False
     customers = typed.filter(pl.Series(keep)).select(LINE, *COLUMNS)
     if customers.height < 3:
-        raise DataError(f"{source}: only {customers.height} valid customer row(s); at least 3 are needed")
+        raise DataError(
+            f"{source}: only {customers.height} valid customer row(s); at least 3 are needed"
+        )
     return Prepared(customers=customers, rejects=rejects, blank_lines=int(blank.sum()))
 
 
@@ -215,7 +228,10 @@ def unscaled_matrix(customers: pl.DataFrame, features: tuple[str, ...]) -> np.nd
     expressions = []
     for name in features:
         if name == "gender":
-            expressions += [(pl.col("gender") == g).cast(pl.Float64).alias(f"gender_{g.lower()}") for g in GENDERS]
+            expressions += [
+                (pl.col("gender") == g).cast(pl.Float64).alias(f"gender_{g.lower()}")
+                for g in GENDERS
+            ]
         else:
             expressions.append(pl.col(name).cast(pl.Float64))
     return customers.select(expressions).to_numpy()
@@ -244,7 +260,9 @@ def fit_scaler(matrix: np.ndarray, columns: tuple[str, ...], method: Scaling) ->
     )
 
 
-def with_features(customers: pl.DataFrame, scaler: Scaler, features: tuple[str, ...]) -> pl.DataFrame:
+def with_features(
+    customers: pl.DataFrame, scaler: Scaler, features: tuple[str, ...]
+) -> pl.DataFrame:
     """The customers with the scaled feature matrix appended as `feature_<column>` columns."""
     scaled = scaler.transform(unscaled_matrix(customers, features))
     return customers.with_columns(

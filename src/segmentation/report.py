@@ -58,16 +58,20 @@ def render_report(inputs: ReportInputs) -> str:
     selection = inputs.selection
     chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
     charts = {title: Markup(svg) for title, svg in inputs.charts}
-    return _environment().get_template("report.html.j2").render(
-        inputs=inputs,
-        chosen=chosen,
-        candidates=[c for c in selection["candidates"] if c["silhouette"] is not None],
-        segments=inputs.segments.to_dicts(),
-        rejects=inputs.rejects.head(50).to_dicts(),
-        charts=charts,
-        scaling_words=SCALING_WORDS[inputs.config["scaling"]],
-        rule_words=RULE_WORDS[selection["rule"]],
-        config_yaml=yaml.safe_dump(inputs.config, sort_keys=False),
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            inputs=inputs,
+            chosen=chosen,
+            candidates=[c for c in selection["candidates"] if c["silhouette"] is not None],
+            segments=inputs.segments.to_dicts(),
+            rejects=inputs.rejects.head(50).to_dicts(),
+            charts=charts,
+            scaling_words=SCALING_WORDS[inputs.config["scaling"]],
+            rule_words=RULE_WORDS[selection["rule"]],
+            config_yaml=yaml.safe_dump(inputs.config, sort_keys=False),
+        )
     )
 
 

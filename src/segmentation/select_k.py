@@ -118,9 +118,7 @@ def _best(candidates: list[Candidate], score: str, highest: bool) -> int:
     return max(scored, key=lambda c: sign * round(getattr(c, score), TIE_DECIMALS)).k
 
 
-def choose_k(
-    candidates: list[Candidate], rule: KRule, fixed_k: int | None
-) -> dict[str, Any]:
+def choose_k(candidates: list[Candidate], rule: KRule, fixed_k: int | None) -> dict[str, Any]:
     """Each criterion's choice, the chosen k and a plain-words account of any disagreement."""
     knee = find_knee(candidates)
     choices: dict[str, int | None] = {
@@ -132,7 +130,9 @@ def choose_k(
     notes: list[str] = []
     if fixed_k is not None:
         chosen, rule_used = fixed_k, "fixed"
-        notes.append(f"k={fixed_k} was fixed by cluster.k; the criteria below were not used to choose it.")
+        notes.append(
+            f"k={fixed_k} was fixed by cluster.k; the criteria below were not used to choose it."
+        )
     elif rule is KRule.ELBOW and knee is None:
         chosen, rule_used = int(choices["silhouette"] or 0), KRule.SILHOUETTE.value
         notes.append("The inertia curve has no clear knee, so k was chosen by silhouette instead.")

@@ -57,10 +57,14 @@ def _labelled(frame: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
 
 def _sample(frame: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
     """At most `max_points` rows, drawn reproducibly, so charts stay readable and small."""
-    return frame if frame.height <= max_points else frame.sample(max_points, seed=seed).sort("customer_id")
+    return (
+        frame
+        if frame.height <= max_points
+        else frame.sample(max_points, seed=seed).sort("customer_id")
+    )
 
 
-def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.LayerChart:
+def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
     candidates = pl.DataFrame(k_selection["candidates"]).select("k", "inertia")
     base = alt.Chart(candidates).encode(
         x=alt.X("k:Q", title="Number of segments k", axis=alt.Axis(tickMinStep=1)),
@@ -87,14 +91,15 @@ def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.Layer
 
 
 def _chosen_rule(chosen_k: int) -> alt.Chart:
-    return (
+    rule: alt.Chart = (
         alt.Chart(pl.DataFrame({"k": [chosen_k]}))
         .mark_rule(color=CHOSEN_COLOR, strokeDash=[6, 4], strokeWidth=2)
         .encode(x="k:Q")
     )
+    return rule
 
 
-def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.HConcatChart:
+def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
     candidates = pl.DataFrame(k_selection["candidates"]).filter(pl.col("silhouette").is_not_null())
     panels = []
     for column, title, better in (
@@ -113,7 +118,9 @@ def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.HC
         )
         panels.append(
             alt.layer(line, _chosen_rule(k_selection["chosen_k"])).properties(
-                title=alt.Title(title, subtitle=better), width=size.width // 2, height=size.height // 2 + 60
+                title=alt.Title(title, subtitle=better),
+                width=size.width // 2,
+                height=size.height // 2 + 60,
             )
         )
     return alt.hconcat(*panels).properties(
@@ -126,7 +133,7 @@ def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.HC
 
 def silhouette_chart(
     assignments: pl.DataFrame, segments: pl.DataFrame, size: VisualizeConfig, seed: int
-) -> alt.LayerChart:
+) -> alt.TopLevelMixin:
     """Per-customer silhouette at the chosen k, sorted within each segment, segments stacked."""
     rows = _labelled(_sample(assignments, size.max_points, seed), segments).sort(
         ["segment_id", "silhouette"], descending=[False, True]
@@ -142,7 +149,9 @@ def silhouette_chart(
         .mark_bar(orient="horizontal", height=alt.RelativeBandSize(1.0))
         .encode(
             y=alt.Y("position:O", axis=None, title=None),
-            x=alt.X("silhouette:Q", title="Silhouette of each customer", scale=alt.Scale(domain=[-1, 1])),
+            x=alt.X(
+                "silhouette:Q", title="Silhouette of each customer", scale=alt.Scale(domain=[-1, 1])
+            ),
             color=_segment_color(segments),
             tooltip=["customer_id", "segment", alt.Tooltip("silhouette:Q", format=".3f")],
         )
@@ -169,7 +178,7 @@ def _scatter(
     segments: pl.DataFrame,
     size: VisualizeConfig,
     title: str,
-) -> alt.LayerChart:
+) -> alt.TopLevelMixin:
     """Customers as dots and centroids as crosses; `axes` maps the x and y columns to titles."""
     (x, x_title), (y, y_title) = axes.items()
     dots = (
@@ -179,7 +188,12 @@ def _scatter(
             x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(zero=False)),
             y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
             color=_segment_color(segments),
-            tooltip=["customer_id", "segment", alt.Tooltip(f"{x}:Q", format=".2f"), alt.Tooltip(f"{y}:Q", format=".2f")],
+            tooltip=[
+                "customer_id",
+                "segment",
+                alt.Tooltip(f"{x}:Q", format=".2f"),
+                alt.Tooltip(f"{y}:Q", format=".2f"),
+            ],
         )
     )
     marks = (
@@ -202,7 +216,7 @@ def scatter_chart(
     matrix: np.ndarray,
     size: VisualizeConfig,
     seed: int,
-) -> alt.LayerChart:
+) -> alt.TopLevelMixin:
     """Two feature columns: those two in original units. More: a PCA projection of the scaled data."""
     columns = model["scaler"]["columns"]
     joined = customers.with_columns(assignments["segment_id"])
@@ -210,7 +224,9 @@ def scatter_chart(
         x, y = columns
         points = _labelled(_sample(joined, size.max_points, seed), segments)
         centroids = _labelled(
-            segments.select("segment_id", pl.col(f"centroid_{x}").alias(x), pl.col(f"centroid_{y}").alias(y)),
+            segments.select(
+                "segment_id", pl.col(f"centroid_{x}").alias(x), pl.col(f"centroid_{y}").alias(y)
+            ),
             segments,
         )
         axes = {x: LABELS[x], y: LABELS[y]}
@@ -224,7 +240,9 @@ def scatter_chart(
     )
     points = _labelled(_sample(points, size.max_points, seed), segments)
     centroids = _labelled(
-        pl.DataFrame({"segment_id": segments["segment_id"], "pc1": centres[:, 0], "pc2": centres[:, 1]}),
+        pl.DataFrame(
+            {"segment_id": segments["segment_id"], "pc1": centres[:, 0], "pc2": centres[:, 1]}
+        ),
         segments,
     )
     axes = {
@@ -242,14 +260,14 @@ def pairwise_chart(
     features: list[str],
     size: VisualizeConfig,
     seed: int,
-) -> alt.RepeatChart:
+) -> alt.TopLevelMixin:
     """Every pair of numeric clustered features, in original units."""
     numeric = [f for f in features if f != "gender"]
     points = _labelled(
         _sample(customers.with_columns(assignments["segment_id"]), size.max_points, seed), segments
     ).select("customer_id", "segment", *numeric)
     side = max(160, size.width // max(1, len(numeric)))
-    return (
+    matrix: alt.TopLevelMixin = (
         alt.Chart(points)
         .mark_circle(size=25, opacity=0.7)
         .encode(
@@ -262,9 +280,12 @@ def pairwise_chart(
         .repeat(row=numeric, column=numeric)
         .properties(title="Segments across every pair of features")
     )
+    return matrix
 
 
-def profile_chart(segments: pl.DataFrame, population: dict[str, Any], female_share: float, size: VisualizeConfig) -> alt.LayerChart:
+def profile_chart(
+    segments: pl.DataFrame, population: dict[str, Any], female_share: float, size: VisualizeConfig
+) -> alt.TopLevelMixin:
     """Heatmap of each segment's mean on every column, colored by distance from the population mean."""
     rows = []
     for row in segments.iter_rows(named=True):
@@ -273,12 +294,19 @@ def profile_chart(segments: pl.DataFrame, population: dict[str, Any], female_sha
             stats = population[column]
             z = (row[f"mean_{column}"] - stats["mean"]) / (stats["std"] or 1.0)
             rows.append((label, LABELS[column], z, f"{row[f'mean_{column}']:.1f}"))
-        z_female = (row["female_share"] - female_share) / (np.sqrt(female_share * (1 - female_share)) or 1.0)
+        z_female = (row["female_share"] - female_share) / (
+            np.sqrt(female_share * (1 - female_share)) or 1.0
+        )
         rows.append((label, LABELS["female_share"], z_female, f"{row['female_share']:.0%}"))
     cells = pl.DataFrame(rows, schema=["segment", "column", "z", "value"], orient="row")
     order = _segment_labels(segments)
     base = alt.Chart(cells).encode(
-        x=alt.X("column:N", title=None, sort=list(dict.fromkeys(cells["column"])), axis=alt.Axis(labelAngle=0)),
+        x=alt.X(
+            "column:N",
+            title=None,
+            sort=list(dict.fromkeys(cells["column"])),
+            axis=alt.Axis(labelAngle=0),
+        ),
         y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
     )
     heat = base.mark_rect().encode(
@@ -291,22 +319,32 @@ def profile_chart(segments: pl.DataFrame, population: dict[str, Any], female_sha
     )
     text = base.mark_text(fontSize=12).encode(text="value:N")
     return alt.layer(heat, text).properties(
-        title=alt.Title("Segment profiles", subtitle="mean per segment; color: above (red) or below (blue) the average customer"),
+        title=alt.Title(
+            "Segment profiles",
+            subtitle="mean per segment; color: above (red) or below (blue) the average customer",
+        ),
         width=size.width,
         height=max(size.height // 2, 36 * segments.height),
     )
 
 
-def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.LayerChart:
+def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMixin:
     rows = _labelled(segments.select("segment_id", "size", "share"), segments).with_columns(
-        (pl.col("size").cast(pl.String) + " (" + (pl.col("share") * 100).round(1).cast(pl.String) + "%)").alias("label")
+        (
+            pl.col("size").cast(pl.String)
+            + " ("
+            + (pl.col("share") * 100).round(1).cast(pl.String)
+            + "%)"
+        ).alias("label")
     )
     order = _segment_labels(segments)
     base = alt.Chart(rows).encode(
         y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
         x=alt.X("size:Q", title="Customers"),
     )
-    bars = base.mark_bar().encode(color=alt.Color("segment:N", scale=alt.Scale(domain=order, scheme="tableau10"), legend=None))
+    bars = base.mark_bar().encode(
+        color=alt.Color("segment:N", scale=alt.Scale(domain=order, scheme="tableau10"), legend=None)
+    )
     labels = base.mark_text(align="left", dx=4).encode(text="label:N")
     return alt.layer(bars, labels).properties(
         title="Segment sizes", width=size.width, height=max(size.height // 2, 30 * segments.height)
