@@ -208,6 +208,40 @@ def _scatter(
     )
 
 
+def _strip_chart(
+    points: pl.DataFrame, column: str, segments: pl.DataFrame, size: VisualizeConfig
+) -> alt.TopLevelMixin:
+    """Customers of each segment along the one clustered column, centroids as black ticks."""
+    order = _segment_labels(segments)
+    y = alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400))
+    ticks = (
+        alt.Chart(points.select("customer_id", "segment", column))
+        .mark_tick(thickness=2, opacity=0.6)
+        .encode(
+            x=alt.X(f"{column}:Q", title=LABELS[column], scale=alt.Scale(zero=False)),
+            y=y,
+            color=_segment_color(segments),
+            tooltip=["customer_id", "segment", column],
+        )
+    )
+    centroids = _labelled(
+        segments.select("segment_id", pl.col(f"centroid_{column}").alias(column)), segments
+    )
+    marks = (
+        alt.Chart(centroids)
+        .mark_tick(color="black", thickness=4, size=30)
+        .encode(x=f"{column}:Q", y=y, tooltip=["segment", column])
+    )
+    chart: alt.TopLevelMixin = alt.layer(ticks, marks).properties(
+        title=alt.Title(
+            "Segments", subtitle="each tick is a customer; black ticks mark the centroids"
+        ),
+        width=size.width,
+        height=max(size.height // 2, 40 * segments.height),
+    )
+    return chart
+
+
 def scatter_chart(
     customers: pl.DataFrame,
     assignments: pl.DataFrame,
@@ -217,9 +251,16 @@ def scatter_chart(
     size: VisualizeConfig,
     seed: int,
 ) -> alt.TopLevelMixin:
-    """Two feature columns: those two in original units. More: a PCA projection of the scaled data."""
+    """One feature column: its values per segment. Two: those two in original units.
+
+    More: a PCA projection of the scaled data.
+    """
     columns = model["scaler"]["columns"]
     joined = customers.with_columns(assignments["segment_id"])
+    if len(columns) == 1:
+        return _strip_chart(
+            _labelled(_sample(joined, size.max_points, seed), segments), columns[0], segments, size
+        )
     if len(columns) == 2 and all(c in customers.columns for c in columns):
         x, y = columns
         points = _labelled(_sample(joined, size.max_points, seed), segments)
