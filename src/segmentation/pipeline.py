@@ -227,7 +227,7 @@ def _report(run: Run, progress: Progress) -> str:
         version=run.version,
         config=run.config.resolved(),
         config_path=str(run.config_path),
-        data_path=str(run.raw.path),
+        data_path=run.config.data.path,
         data_sha256=run.raw.sha256,
         data_pinned=run.raw.pinned,
         summary=artifacts.read_json(run.path(artifacts.PREPARE_SUMMARY)),
