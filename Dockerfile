@@ -5,8 +5,10 @@
 #       -v "$PWD/data/raw:/app/data/raw:ro" \
 #       -v "$PWD/artifacts:/app/artifacts" -v "$PWD/reports:/app/reports" \
 #       segmentation                      # runs `make all VENV=/opt/venv`
+#   docker run --rm ... segmentation make report     # any other Makefile pipeline target
 #
-# The data set is never part of the image: mount it at /app/data/raw.
+# The data set is never part of the image: mount it at /app/data/raw (drop `:ro` to let the
+# pipeline download a missing file into it). Outputs go to /app/artifacts and /app/reports.
 
 # The base image is pinned by digest so every build starts from the same bytes.
 # To move to a newer base deliberately (e.g. for security fixes):
