@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from segmentation import __version__, artifacts, pipeline
@@ -27,7 +28,7 @@ class SegmentGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SegmentationError as exc:
-            console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             console.print(

@@ -158,6 +158,11 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
         raise ConfigError(
             f"{source}: the config must be a mapping of sections (data:, features:, ...)"
         )
+    # A section whose entries are all commented out reads as null: it means "all defaults".
+    sections = {
+        name for name, info in Config.model_fields.items() if isinstance(info.default, BaseModel)
+    }
+    raw = {key: {} if value is None and key in sections else value for key, value in raw.items()}
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -173,6 +178,16 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
         where = f"{source}:{line}" if line else source
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         raise ConfigError(f"{where}: {key}: {_describe(error)}{more}") from None
+
+
+def locate(path: Path, key: str) -> str:
+    """`file:line` of a dotted config key, or just the file when the key is not written there."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return str(path)
+    line = _key_lines(node).get(tuple(key.split("."))) if node is not None else None
+    return f"{path}:{line}" if line else str(path)
 
 
 def load_config(path: Path) -> Config:

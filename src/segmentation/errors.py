@@ -18,6 +18,11 @@ class ConfigError(SegmentationError):
 
     exit_code = 2
 
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        """The dotted config key at fault, when the message does not yet say where it is."""
+
 
 class DataError(SegmentationError):
     """The input data is invalid or does not match its pinned hash."""

@@ -16,8 +16,9 @@ import polars as pl
 
 from segmentation import __version__, artifacts, cluster, prepare, report, select_k, visualize
 from segmentation.artifacts import Workspace
-from segmentation.config import Config, load_config
+from segmentation.config import Config, load_config, locate
 from segmentation.dataset import RawData, ensure_raw_data
+from segmentation.errors import ConfigError
 
 STAGES = ("prepare", "select-k", "cluster", "visualize", "report")
 STAGE_OUTPUTS = {
@@ -91,7 +92,6 @@ def _prepare(run: Run, progress: Progress) -> str:
     scaler = prepare.fit_scaler(unscaled, columns, config.scaling)
     frame = prepare.with_features(prepared.customers, scaler, config.features)
     summary = prepare.summarise(prepared, scaler, config.features)
-    select_k.check_k_range(summary["distinct_points"], config.select_k, config.cluster)
     artifacts.write_parquet(run.path(artifacts.PREPARED), frame)
     artifacts.write_csv(run.path(artifacts.REJECTS), prepared.rejects)
     artifacts.write_json(run.path(artifacts.PREPARE_SUMMARY), summary)
@@ -100,6 +100,12 @@ def _prepare(run: Run, progress: Progress) -> str:
 
 def _select_k(run: Run, progress: Progress) -> str:
     config = run.config
+    summary = artifacts.read_json(run.path(artifacts.PREPARE_SUMMARY))
+    try:
+        select_k.check_k_range(summary["distinct_points"], config.select_k, config.cluster)
+    except ConfigError as exc:
+        where = locate(run.config_path, exc.key) if exc.key else str(run.config_path)
+        raise ConfigError(f"{where}: {exc}") from None
     frame = pl.read_parquet(run.path(artifacts.PREPARED))
     matrix = prepare.feature_matrix(frame)
     ks = select_k.sweep_range(config.select_k, config.cluster)
@@ -314,10 +320,11 @@ def list_versions(workspace: Workspace) -> list[dict[str, Any]]:
     versions = []
     folder = workspace.artifacts
     for manifest_path in sorted(folder.glob(f"*/{artifacts.MANIFEST}")) if folder.exists() else []:
-        if manifest_path.parent.is_symlink():
+        version_dir = manifest_path.parent
+        report_path = workspace.report_dir(version_dir.name) / artifacts.REPORT
+        if version_dir.is_symlink() or not report_path.exists():
             continue
         manifest = artifacts.read_json(manifest_path)
-        version_dir = manifest_path.parent
         selection = artifacts.read_json(version_dir / artifacts.K_SELECTION)
         segments = pl.read_csv(version_dir / artifacts.SEGMENTS)
         chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])

@@ -133,22 +133,23 @@ def read_customers_csv(path: Path) -> pl.DataFrame:
 def _typed(text: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
     """Cast text columns to their types; list (row, reason) for values that are not numbers."""
     gender_key = pl.col("gender").str.to_lowercase()
-    typed = text.with_columns(
+    parsed = text.with_columns(
         pl.col(NUMERIC).cast(pl.Float64, strict=False),
         pl.when(gender_key.is_in(list(GENDER_ALIASES)))
         .then(gender_key.replace_strict(GENDER_ALIASES, default=None))
         .otherwise(pl.col("gender"))
         .alias("gender"),
     )
+    # "inf", "nan" and overflowing values parse as floats but are not usable numbers.
+    typed = parsed.with_columns(
+        pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c) for c in NUMERIC
+    )
     problems: list[tuple[int, str]] = []
     for column in NUMERIC:
-        bad = text.with_row_index("_row").filter(
-            pl.col(column).is_not_null() & typed[column].is_null()
-        )
-        problems += [
-            (row, f"{column} '{value}' is not a number")
-            for row, value in bad.select("_row", column).iter_rows()
-        ]
+        unusable = text[column].is_not_null() & typed[column].is_null()
+        for row in unusable.arg_true().to_list():
+            kind = "a number" if parsed[column][row] is None else "a finite number"
+            problems.append((row, f"{column} '{text[column][row]}' is not {kind}"))
     return typed, problems
 
 

@@ -48,21 +48,23 @@ def fit_kmeans(matrix: np.ndarray, k: int, config: ClusterConfig) -> KMeans:
 def check_k_range(distinct_points: int, select_k: SelectKConfig, cluster: ClusterConfig) -> None:
     """Refuse k values the data cannot support (silhouette needs k < number of distinct points)."""
     limit = distinct_points - 1
-    if cluster.k is not None and cluster.k > limit:
+    if limit < 2:
         raise ConfigError(
-            f"cluster.k: {cluster.k} is more than the data allows ({distinct_points} distinct "
-            f"customers in feature space); set it to at most {limit}"
+            f"features: only {distinct_points} distinct customer(s) in feature space, too few to compare "
+            "segments (at least 3 are needed); add features or data",
+            key="features",
         )
-    if select_k.k_min > limit:
-        raise ConfigError(
-            f"select_k.k_min: {select_k.k_min} is more than the data allows ({distinct_points} "
-            f"distinct customers in feature space); set it to at most {limit}"
-        )
-    if select_k.k_max > limit:
-        raise ConfigError(
-            f"select_k.k_max: {select_k.k_max} is more than the data allows ({distinct_points} "
-            f"distinct customers in feature space); set it to at most {limit}"
-        )
+    for key, value in (
+        ("cluster.k", cluster.k),
+        ("select_k.k_min", select_k.k_min),
+        ("select_k.k_max", select_k.k_max),
+    ):
+        if value is not None and value > limit:
+            raise ConfigError(
+                f"{key}: {value} is more than the data allows ({distinct_points} distinct "
+                f"customers in feature space); set it to at most {limit}",
+                key=key,
+            )
 
 
 def sweep_range(select_k: SelectKConfig, cluster: ClusterConfig) -> range:

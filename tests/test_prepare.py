@@ -1,0 +1,308 @@
+"""Stage 1: reading the CSV, validating rows, building and scaling the feature matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from segmentation import prepare
+from segmentation.config import Scaling
+from segmentation.errors import DataError
+
+HEADER = "customer_id,gender,age,annual_income,spending_score"
+MALL_HEADER = "CustomerID,Genre,Age,Annual Income (k$),Spending Score (1-100)"
+GOOD_ROWS = ["1,Male,19,15,39", "2,Male,21,15,81", "3,Female,20,16,6", "4,Female,23,16,77"]
+
+
+@pytest.fixture
+def write_text(tmp_path: Path) -> Callable[..., Path]:
+    """Write CSV lines (header first) to a file; `newline` and `bom` vary the encoding."""
+
+    def write(lines: list[str], newline: str = "\n", bom: bool = False) -> Path:
+        path = tmp_path / "customers.csv"
+        data = newline.join(lines) + newline
+        path.write_bytes(("\ufeff" if bom else "").encode() + data.encode("utf-8"))
+        return path
+
+    return write
+
+
+def read_valid(path: Path, on_invalid: str = "fail") -> prepare.Prepared:
+    return prepare.validate_customers(prepare.read_customers_csv(path), path, on_invalid)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        HEADER,
+        MALL_HEADER,
+        "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)",
+        "customerid,gender,age,annual income,spending score",
+        "ID, Sex ,AGE,Income,Score",
+    ],
+)
+def test_header_variants_are_renamed(write_text: Callable[..., Path], header: str) -> None:
+    text = prepare.read_customers_csv(write_text([header, *GOOD_ROWS]))
+    assert text.columns == ["source_line", *prepare.COLUMNS]
+
+
+def test_utf8_bom_is_ignored(write_text: Callable[..., Path]) -> None:
+    customers = read_valid(write_text([MALL_HEADER, *GOOD_ROWS], bom=True)).customers
+    assert customers["customer_id"].to_list() == ["1", "2", "3", "4"]
+
+
+def test_crlf_line_endings_leave_no_carriage_returns(write_text: Callable[..., Path]) -> None:
+    customers = read_valid(write_text([MALL_HEADER, *GOOD_ROWS], newline="\r\n")).customers
+    assert customers["spending_score"].to_list() == [39.0, 81.0, 6.0, 77.0]
+
+
+def test_values_are_typed(write_text: Callable[..., Path]) -> None:
+    customers = read_valid(write_text([MALL_HEADER, *GOOD_ROWS])).customers
+    assert customers.schema == pl.Schema(
+        {
+            "source_line": pl.Int64,
+            "customer_id": pl.String,
+            "gender": pl.String,
+            "age": pl.Float64,
+            "annual_income": pl.Float64,
+            "spending_score": pl.Float64,
+        }
+    )
+
+
+def test_customer_ids_keep_leading_zeros(write_text: Callable[..., Path]) -> None:
+    rows = ["001,Male,19,15,39", "002,Male,21,15,81", "003,Female,20,16,6"]
+    customers = read_valid(write_text([HEADER, *rows])).customers
+    assert customers["customer_id"].to_list() == ["001", "002", "003"]
+
+
+def test_gender_spellings_are_normalised(write_text: Callable[..., Path]) -> None:
+    rows = ["1,f,19,15,39", "2,M,21,15,81", "3,FEMALE,20,16,6", "4, male ,23,16,77"]
+    customers = read_valid(write_text([HEADER, *rows])).customers
+    assert customers["gender"].to_list() == ["Female", "Male", "Female", "Male"]
+
+
+def test_missing_column_is_named(write_text: Callable[..., Path]) -> None:
+    path = write_text(["CustomerID,Gender,Age,Annual Income (k$)", "1,Male,19,15"])
+    with pytest.raises(DataError, match=r":1: missing column\(s\) spending_score;"):
+        prepare.read_customers_csv(path)
+
+
+def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="file not found"):
+        prepare.read_customers_csv(tmp_path / "absent.csv")
+
+
+def test_empty_file_is_a_data_error(write_text: Callable[..., Path], tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="not a readable UTF-8 CSV"):
+        prepare.read_customers_csv(path)
+
+
+def test_rows_are_numbered_by_file_line(write_text: Callable[..., Path]) -> None:
+    text = prepare.read_customers_csv(write_text([HEADER, *GOOD_ROWS]))
+    assert text["source_line"].to_list() == [2, 3, 4, 5]
+
+
+# --- validating ---------------------------------------------------------------------------------
+
+
+def test_fail_names_the_file_lines_of_invalid_rows(write_text: Callable[..., Path]) -> None:
+    rows = ["1,Male,19,15,39", "2,Male,200,15,81", "3,Female,20,16,6", "4,Female,23,-5,77"]
+    path = write_text([HEADER, *rows])
+    with pytest.raises(DataError) as caught:
+        read_valid(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: 2 invalid row(s): line 3: age 200.0 is outside 0-120; ")
+    assert "line 5: annual_income -5.0 must not be negative" in message
+
+
+def test_fail_lists_the_first_five_rows_and_counts_the_rest(
+    write_text: Callable[..., Path],
+) -> None:
+    rows = [f"{i},Male,19,15,0" for i in range(1, 8)]
+    with pytest.raises(DataError, match=r"7 invalid row\(s\).*line 6:.*\(and 2 more row\(s\)\)"):
+        read_valid(write_text([HEADER, *rows]))
+
+
+def test_drop_lists_rejects_with_line_id_and_reason(write_text: Callable[..., Path]) -> None:
+    rows = [*GOOD_ROWS, "5,Male,19,15,0", "6,Female,30,40,50"]
+    rejects = read_valid(write_text([HEADER, *rows]), on_invalid="drop").rejects
+    assert rejects.to_dicts() == [
+        {"source_line": 6, "customer_id": "5", "reason": "spending_score 0.0 is outside 1-100"}
+    ]
+
+
+def test_drop_keeps_the_valid_rows(write_text: Callable[..., Path]) -> None:
+    rows = [*GOOD_ROWS, "5,Male,19,15,0", "6,Female,30,40,50"]
+    customers = read_valid(write_text([HEADER, *rows]), on_invalid="drop").customers
+    assert customers["customer_id"].to_list() == ["1", "2", "3", "4", "6"]
+
+
+def test_text_in_a_numeric_column_gets_one_reason(write_text: Callable[..., Path]) -> None:
+    rows = [*GOOD_ROWS, "5,Male,19,lots,50"]
+    rejects = read_valid(write_text([HEADER, *rows]), on_invalid="drop").rejects
+    assert rejects["reason"].to_list() == ["annual_income 'lots' is not a number"]
+
+
+def test_duplicate_ids_are_rejected(write_text: Callable[..., Path]) -> None:
+    rows = [*GOOD_ROWS, "2,Female,30,40,50"]
+    rejects = read_valid(write_text([HEADER, *rows]), on_invalid="drop").rejects
+    assert rejects.select("source_line", "reason").rows() == [
+        (3, "customer_id 2 appears more than once"),
+        (6, "customer_id 2 appears more than once"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("9,Male,121,15,50", "age 121.0 is outside 0-120"),
+        ("9,Male,-1,15,50", "age -1.0 is outside 0-120"),
+        ("9,Male,30,-0.5,50", "annual_income -0.5 must not be negative"),
+        ("9,Male,30,15,0.5", "spending_score 0.5 is outside 1-100"),
+        ("9,Male,30,15,101", "spending_score 101.0 is outside 1-100"),
+        ("9,Other,30,15,50", "gender Other must be Female or Male"),
+        ("9,Male,,15,50", "age is missing"),
+        (",Male,30,15,50", "customer_id is missing"),
+    ],
+)
+def test_invalid_values_are_explained(
+    write_text: Callable[..., Path], row: str, reason: str
+) -> None:
+    rejects = read_valid(write_text([HEADER, *GOOD_ROWS, row]), on_invalid="drop").rejects
+    assert rejects["reason"].to_list() == [reason]
+
+
+@pytest.mark.parametrize("value", ["0", "120", "1", "100"])
+def test_range_bounds_are_inclusive(write_text: Callable[..., Path], value: str) -> None:
+    row = f"9,Male,{value},0,{max(1, min(100, int(value)))}"
+    prepared = read_valid(write_text([HEADER, *GOOD_ROWS, row]))
+    assert prepared.customers.height == 5
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400"])
+def test_infinite_income_is_rejected(write_text: Callable[..., Path], value: str) -> None:
+    # An infinite income passes `>= 0`; it then crashes the scaler (or the JSON summary) with a
+    # traceback instead of being reported as an invalid row.
+    rows = [*GOOD_ROWS, f"9,Male,30,{value},50"]
+    with pytest.raises(DataError, match="line 6: annual_income"):
+        read_valid(write_text([HEADER, *rows]))
+
+
+def test_blank_lines_are_skipped_and_counted(write_text: Callable[..., Path]) -> None:
+    lines = [HEADER, GOOD_ROWS[0], "", GOOD_ROWS[1], ",,,,", GOOD_ROWS[2], ""]
+    prepared = read_valid(write_text(lines))
+    assert (prepared.customers.height, prepared.blank_lines) == (3, 3)
+
+
+def test_line_numbers_count_blank_lines(write_text: Callable[..., Path]) -> None:
+    lines = [HEADER, *GOOD_ROWS[:2], "", "", "7,Male,19,15,0"]
+    with pytest.raises(DataError, match="line 6: spending_score"):
+        read_valid(write_text(lines))
+
+
+def test_fewer_than_three_valid_rows_is_an_error(write_text: Callable[..., Path]) -> None:
+    rows = [*GOOD_ROWS[:2], "5,Male,19,15,0"]
+    with pytest.raises(DataError, match="only 2 valid customer row"):
+        read_valid(write_text([HEADER, *rows]), on_invalid="drop")
+
+
+# --- features and scaling -----------------------------------------------------------------------
+
+
+def test_gender_is_one_hot_encoded() -> None:
+    assert prepare.feature_columns(("gender", "age")) == ("gender_female", "gender_male", "age")
+
+
+def test_one_hot_rows_mark_the_gender(blobs3: pl.DataFrame) -> None:
+    matrix = prepare.unscaled_matrix(blobs3, ("gender",))
+    expected_female = (blobs3["gender"] == "Female").cast(pl.Float64).to_numpy()
+    np.testing.assert_array_equal(matrix, np.column_stack([expected_female, 1 - expected_female]))
+
+
+def test_numeric_features_are_taken_as_they_are(blobs3: pl.DataFrame) -> None:
+    matrix = prepare.unscaled_matrix(blobs3, ("spending_score", "age"))
+    np.testing.assert_array_equal(matrix, blobs3.select("spending_score", "age").to_numpy())
+
+
+def _scaled(blobs3: pl.DataFrame, method: Scaling) -> tuple[np.ndarray, np.ndarray]:
+    features = ("age", "annual_income", "spending_score")
+    matrix = prepare.unscaled_matrix(blobs3, features)
+    scaler = prepare.fit_scaler(matrix, features, method)
+    return matrix, scaler.transform(matrix)
+
+
+def test_standard_scaling_gives_mean_0_and_std_1(blobs3: pl.DataFrame) -> None:
+    _, scaled = _scaled(blobs3, Scaling.STANDARD)
+    np.testing.assert_allclose(scaled.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(scaled.std(axis=0), 1)
+
+
+def test_minmax_scaling_spans_0_to_1(blobs3: pl.DataFrame) -> None:
+    _, scaled = _scaled(blobs3, Scaling.MINMAX)
+    np.testing.assert_allclose(scaled.min(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(scaled.max(axis=0), 1)
+
+
+def test_robust_scaling_gives_median_0_and_iqr_1(blobs3: pl.DataFrame) -> None:
+    _, scaled = _scaled(blobs3, Scaling.ROBUST)
+    q1, median, q3 = np.percentile(scaled, [25, 50, 75], axis=0)
+    np.testing.assert_allclose(median, 0, atol=1e-12)
+    np.testing.assert_allclose(q3 - q1, 1)
+
+
+def test_no_scaling_leaves_the_values(blobs3: pl.DataFrame) -> None:
+    matrix, scaled = _scaled(blobs3, Scaling.NONE)
+    np.testing.assert_array_equal(scaled, matrix)
+
+
+@pytest.mark.parametrize("method", list(Scaling))
+def test_constant_column_does_not_divide_by_zero(method: Scaling) -> None:
+    matrix = np.column_stack([np.full(6, 7.0), np.arange(6.0)])
+    scaler = prepare.fit_scaler(matrix, ("age", "spending_score"), method)
+    scaled = scaler.transform(matrix)
+    assert np.isfinite(scaled).all()
+    assert len(set(scaled[:, 0])) == 1
+
+
+def test_scaler_survives_a_round_trip_through_a_dict(blobs3: pl.DataFrame) -> None:
+    matrix = prepare.unscaled_matrix(blobs3, ("age",))
+    scaler = prepare.fit_scaler(matrix, ("age",), Scaling.ROBUST)
+    assert prepare.Scaler.from_dict(scaler.to_dict()) == scaler
+
+
+def test_feature_matrix_returns_the_scaled_columns_in_order(blobs3: pl.DataFrame) -> None:
+    features = ("gender", "spending_score")
+    unscaled = prepare.unscaled_matrix(blobs3, features)
+    scaler = prepare.fit_scaler(unscaled, prepare.feature_columns(features), Scaling.STANDARD)
+    frame = prepare.with_features(blobs3, scaler, features)
+    assert [c for c in frame.columns if c.startswith("feature_")] == [
+        "feature_gender_female",
+        "feature_gender_male",
+        "feature_spending_score",
+    ]
+    np.testing.assert_allclose(prepare.feature_matrix(frame), scaler.transform(unscaled))
+
+
+def test_summary_counts_rows_and_distinct_points(write_text: Callable[..., Path]) -> None:
+    rows = [*GOOD_ROWS, "5,Male,19,15,39", "6,Male,19,15,0"]
+    prepared = read_valid(write_text([HEADER, *rows]), on_invalid="drop")
+    features = ("annual_income", "spending_score")
+    unscaled = prepare.unscaled_matrix(prepared.customers, features)
+    scaler = prepare.fit_scaler(unscaled, features, Scaling.STANDARD)
+    summary = prepare.summarise(prepared, scaler, features)
+    assert (
+        summary["rows_read"],
+        summary["rows_valid"],
+        summary["rows_rejected"],
+        summary["distinct_points"],
+    ) == (6, 5, 1, 4)

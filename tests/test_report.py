@@ -1,0 +1,155 @@
+"""Stage 5: the static HTML report is self-contained and escapes the data it shows."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from segmentation import prepare, report, visualize
+from segmentation.cluster import segment_customers
+from segmentation.config import MALL_URL, ClusterConfig, Config, KRule, VisualizeConfig
+from segmentation.pipeline import environment
+from segmentation.select_k import choose_k, sweep
+
+EVIL_ID = "<script>alert(1)</script>"
+TITLE = "Segments <b>&</b> co"
+# XML namespace names in inline SVG are identifiers, never fetched.
+NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+
+
+@pytest.fixture(scope="module")
+def inputs(
+    tmp_path_factory: pytest.TempPathFactory,
+    write_customers: Callable[[pl.DataFrame, Path], Path],
+    blobs4: pl.DataFrame,
+) -> report.ReportInputs:
+    """Report inputs from the real stage cores, on data with one invalid, hostile row."""
+    hostile = pl.DataFrame(
+        {
+            "customer_id": [EVIL_ID],
+            "gender": ["Male"],
+            "age": [200.0],
+            "annual_income": [50.0],
+            "spending_score": [50.0],
+        }
+    )
+    path = write_customers(
+        pl.concat([blobs4, hostile]), tmp_path_factory.mktemp("report") / "customers.csv"
+    )
+    config = Config()
+    prepared = prepare.validate_customers(prepare.read_customers_csv(path), path, "drop")
+    unscaled = prepare.unscaled_matrix(prepared.customers, config.features)
+    scaler = prepare.fit_scaler(unscaled, prepare.feature_columns(config.features), config.scaling)
+    matrix = scaler.transform(unscaled)
+    summary = prepare.summarise(prepared, scaler, config.features)
+    cluster = ClusterConfig(n_init=4)
+    selection = choose_k(sweep(matrix, range(2, 7), cluster), KRule.SILHOUETTE, None)
+    result = segment_customers(
+        prepared.customers.select(prepare.COLUMNS),
+        matrix,
+        unscaled,
+        scaler,
+        config.features,
+        selection["chosen_k"],
+        cluster,
+        summary["population"],
+    )
+    chart = visualize.render(
+        "sizes",
+        "Segment sizes",
+        visualize.sizes_chart(result.segments, VisualizeConfig(width=200, height=150)),
+        1.0,
+    )
+    return report.ReportInputs(
+        title=TITLE,
+        version="0123456789ab",
+        config=config.resolved(),
+        config_path="config.yaml",
+        data_path="data/customers.csv",
+        data_sha256="f" * 64,
+        data_pinned=False,
+        summary=json.loads(json.dumps(summary)),
+        rejects=prepared.rejects,
+        selection=json.loads(json.dumps(selection)),
+        segments=result.segments,
+        charts=[(chart.title, chart.svg)],
+        environment=environment(),
+        git={"commit": None, "dirty": None},
+    )
+
+
+@pytest.fixture(scope="module")
+def html(inputs: report.ReportInputs) -> str:
+    return report.render_report(inputs)
+
+
+def test_report_has_no_scripts(html: str) -> None:
+    assert "<script" not in html.lower()
+
+
+def test_report_loads_nothing_from_elsewhere(html: str) -> None:
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.IGNORECASE)
+    assert "<link" not in html.lower()
+    assert "@import" not in html
+
+
+def test_report_names_no_address_but_the_configured_data_url(html: str) -> None:
+    addresses = set(re.findall(r"https?://[^\s\"'<>]+", html))
+    assert addresses - NAMESPACES <= {MALL_URL}
+
+
+def test_charts_are_inline_svg(html: str) -> None:
+    assert "<svg" in html
+    assert "<img" not in html
+
+
+def test_customer_ids_in_rejects_are_escaped(html: str) -> None:
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert EVIL_ID not in html
+
+
+def test_title_is_escaped(html: str) -> None:
+    assert "<h1>Segments &lt;b&gt;&amp;&lt;/b&gt; co</h1>" in html
+
+
+def test_report_names_every_segment(html: str, inputs: report.ReportInputs) -> None:
+    for name in inputs.segments["name"]:
+        assert f"· {name}</h3>" in html
+
+
+def test_report_states_the_chosen_k_and_rule(html: str) -> None:
+    assert "It chose <strong>k = 4</strong>." in html
+    assert "The rule is <strong>silhouette</strong>" in html
+
+
+def test_report_lists_the_rejected_row_with_its_line(html: str) -> None:
+    # 130 customers after the header: the hostile row is line 132.
+    assert re.search(r'<td class="num">132</td><td>&lt;script&gt;', html)
+
+
+def test_index_links_every_version() -> None:
+    versions: list[dict[str, Any]] = [
+        {
+            "version": version,
+            "created": "2026-01-01T00:00:00+00:00",
+            "features": ["annual_income"],
+            "scaling": "standard",
+            "rule": "silhouette",
+            "chosen_k": 3,
+            "silhouette": 0.5,
+            "calinski_harabasz": 100.0,
+            "davies_bouldin": 0.5,
+            "segments": ["A", "B", "C"],
+            "report": f"{version}/index.html",
+        }
+        for version in ("aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    ]
+    page = report.render_index(versions, latest="bbbbbbbbbbbb")
+    assert 'href="aaaaaaaaaaaa/index.html"' in page
+    assert 'href="bbbbbbbbbbbb/index.html"' in page

@@ -1,0 +1,154 @@
+"""Stage 4: chart specs (Vega-Lite) and their PNG and SVG renderings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import polars as pl
+import pytest
+from altair.vegalite.v6.schema import load_schema
+
+from segmentation import visualize
+from segmentation.cluster import segment_customers
+from segmentation.config import ClusterConfig, KRule, VisualizeConfig
+from segmentation.select_k import choose_k, sweep
+
+FAST = ClusterConfig(n_init=4)
+SIZE = VisualizeConfig(width=200, height=150, png_scale=1.0)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Run:
+    customers: pl.DataFrame
+    matrix: Any
+    selection: dict[str, Any]
+    segments: pl.DataFrame
+    assignments: pl.DataFrame
+    model: dict[str, Any]
+
+
+def _run(featurize: Callable[..., Any], customers: pl.DataFrame, features: tuple[str, ...]) -> Run:
+    bundle = featurize(customers, features)
+    selection = choose_k(sweep(bundle.matrix, range(2, 7), FAST), KRule.SILHOUETTE, None)
+    result = segment_customers(
+        customers,
+        bundle.matrix,
+        bundle.unscaled,
+        bundle.scaler,
+        features,
+        selection["chosen_k"],
+        FAST,
+        bundle.population,
+    )
+    # The charts read these back from JSON files: give them JSON-shaped data.
+    return Run(
+        customers=customers,
+        matrix=bundle.matrix,
+        selection=json.loads(json.dumps(selection)),
+        segments=result.segments,
+        assignments=result.assignments,
+        model=json.loads(json.dumps(result.model)),
+    )
+
+
+@pytest.fixture(scope="module")
+def run2(featurize: Callable[..., Any], blobs4: pl.DataFrame) -> Run:
+    return _run(featurize, blobs4, ("annual_income", "spending_score"))
+
+
+@pytest.fixture(scope="module")
+def elbow(run2: Run) -> visualize.RenderedChart:
+    return visualize.render("elbow", "Elbow", visualize.elbow_chart(run2.selection, SIZE), 1.0)
+
+
+def scatter(run: Run) -> dict[str, Any]:
+    chart = visualize.scatter_chart(
+        run.customers, run.assignments, run.segments, run.model, run.matrix, SIZE, seed=42
+    )
+    spec: dict[str, Any] = chart.to_dict()
+    return spec
+
+
+def test_png_starts_with_the_png_signature(elbow: visualize.RenderedChart) -> None:
+    assert elbow.png.startswith(PNG_MAGIC)
+
+
+def test_svg_is_svg_text(elbow: visualize.RenderedChart) -> None:
+    assert elbow.svg.lstrip().startswith("<svg")
+    assert elbow.svg.rstrip().endswith("</svg>")
+
+
+def test_spec_names_the_vega_lite_schema(elbow: visualize.RenderedChart) -> None:
+    assert elbow.spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
+
+
+def test_spec_validates_against_the_vega_lite_schema(elbow: visualize.RenderedChart) -> None:
+    jsonschema.validate(elbow.spec, load_schema())
+
+
+def test_spec_is_json(elbow: visualize.RenderedChart) -> None:
+    assert json.loads(json.dumps(elbow.spec, allow_nan=False)) == elbow.spec
+
+
+def test_elbow_marks_the_knee(run2: Run) -> None:
+    knee, chosen = run2.selection["knee_k"], run2.selection["chosen_k"]
+    spec = visualize.elbow_chart(run2.selection, SIZE).to_dict()
+    assert knee is not None
+    assert spec["title"]["subtitle"] == f"knee at k={knee} (diamond); chosen k={chosen} (red line)"
+    assert any(layer["mark"].get("shape") == "diamond" for layer in spec["layer"])
+
+
+def test_elbow_says_when_there_is_no_knee(run2: Run) -> None:
+    spec = visualize.elbow_chart({**run2.selection, "knee_k": None}, SIZE).to_dict()
+    assert spec["title"]["subtitle"].startswith("no clear knee")
+    assert len(spec["layer"]) == 2
+
+
+def test_two_features_are_drawn_in_their_own_units(run2: Run) -> None:
+    dots = scatter(run2)["layer"][0]["encoding"]
+    assert (dots["x"]["field"], dots["y"]["field"]) == ("annual_income", "spending_score")
+
+
+def test_more_features_are_drawn_on_principal_components(
+    featurize: Callable[..., Any], blobs4: pl.DataFrame
+) -> None:
+    run = _run(featurize, blobs4, ("gender", "annual_income", "spending_score"))
+    spec = scatter(run)
+    assert spec["title"]["text"] == "Segments on the first two principal components"
+
+
+def test_one_feature_is_drawn_as_strips(
+    featurize: Callable[..., Any], blobs3: pl.DataFrame
+) -> None:
+    run = _run(featurize, blobs3, ("spending_score",))
+    spec = scatter(run)
+    assert spec["layer"][0]["mark"]["type"] == "tick"
+
+
+def test_segment_legend_lists_segments_in_id_order(run2: Run) -> None:
+    spec = visualize.sizes_chart(run2.segments, SIZE).to_dict()
+    domain = spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
+    assert domain == [f"{i} · {name}" for i, name in enumerate(run2.segments["name"])]
+
+
+def test_silhouette_chart_draws_at_most_max_points(run2: Run) -> None:
+    size = VisualizeConfig(width=200, height=150, max_points=100)
+    spec = visualize.silhouette_chart(run2.assignments, run2.segments, size, seed=42).to_dict()
+    rows = [data for data in spec["datasets"].values() if data and "position" in data[0]]
+    assert len(rows) == 1
+    assert len(rows[0]) == 100
+
+
+def test_profile_chart_has_a_cell_per_segment_and_column(run2: Run) -> None:
+    population = {
+        c: {"mean": float(run2.customers[c].mean()), "std": float(run2.customers[c].std())}
+        for c in ("age", "annual_income", "spending_score")
+    }
+    spec = visualize.profile_chart(run2.segments, population, 0.5, SIZE).to_dict()
+    (cells,) = spec["datasets"].values()
+    assert len(cells) == 4 * run2.segments.height
