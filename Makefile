@@ -58,8 +58,17 @@ visualize: $(RUNTIME_STAMP) ## Stage 4: draw every chart (Vega-Lite JSON, PNG, S
 	$(SEGMENT) visualize --config $(CONFIG)
 
 .PHONY: report
-report: $(RUNTIME_STAMP) ## Stage 5: write the static HTML report
+report: $(RUNTIME_STAMP) ## Stage 5: write the report, complete the version, switch latest
 	$(SEGMENT) report --config $(CONFIG)
+
+## Versions
+.PHONY: verify
+verify: $(RUNTIME_STAMP) ## Recompute the latest version in a scratch folder; compare every output hash
+	$(SEGMENT) verify latest
+
+.PHONY: versions
+versions: $(RUNTIME_STAMP) ## List every version, newest first
+	$(SEGMENT) versions
 
 ## Tooling
 .PHONY: test
@@ -81,6 +90,6 @@ lock: ## Recompile both lock files from pyproject.toml (needs uv and the network
 		--python-version 3.11 -c requirements/runtime.lock -o requirements/dev.lock
 
 .PHONY: clean
-clean: ## Remove caches (keeps artifacts, reports and .venv)
-	rm -rf .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove caches: stage cache, unfinished builds, tool caches (keeps every version and .venv)
+	rm -rf artifacts/.cache artifacts/.staging .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find src tests -name __pycache__ -type d -prune -exec rm -rf {} +

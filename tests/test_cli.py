@@ -315,26 +315,44 @@ def test_assign_with_invalid_rows_exits_3(project: Project, workdir: Path) -> No
 # --- stages and errors (no chart rendering) -----------------------------------------------------
 
 
+def _stage_outputs(result: Result) -> dict[str, Path]:
+    """The `<stage> outputs: <folder>` lines a single-stage command prints."""
+    found = re.findall(r"^(\S+) outputs: (.+)$", result.stdout, re.M)
+    return {stage: Path(folder) for stage, folder in found}
+
+
 def test_a_stage_runs_the_missing_upstream_stages(
     workdir: Path, make_project: Callable[..., Path], blobs3: pl.DataFrame
 ) -> None:
     make_project(workdir, blobs3)
     result = invoke("cluster")
     assert result.exit_code == 0, result.output
-    (folder,) = (workdir / "artifacts").iterdir()
-    assert (folder / "prepared.parquet").exists()
-    assert (folder / "k_selection.json").exists()
-    assert pl.read_csv(folder / "segments.csv")["size"].to_list() == [40, 30, 20]
+    outputs = _stage_outputs(result)
+    assert list(outputs) == ["prepare", "select-k", "cluster"]
+    assert (outputs["prepare"] / "prepared.parquet").exists()
+    assert (outputs["select-k"] / "k_selection.json").exists()
+    assert pl.read_csv(outputs["cluster"] / "segments.csv")["size"].to_list() == [40, 30, 20]
 
 
-def test_a_stage_runs_nothing_downstream(
+def test_a_stage_alone_completes_no_version(
+    workdir: Path, make_project: Callable[..., Path], blobs3: pl.DataFrame
+) -> None:
+    make_project(workdir, blobs3)
+    result = invoke("prepare")
+    assert result.exit_code == 0
+    assert list(_stage_outputs(result)) == ["prepare"]
+    assert not list((workdir / "artifacts").glob("*/manifest.json"))
+    assert not (workdir / "reports").exists()
+
+
+def test_the_stage_after_reuses_the_one_before(
     workdir: Path, make_project: Callable[..., Path], blobs3: pl.DataFrame
 ) -> None:
     make_project(workdir, blobs3)
     assert invoke("prepare").exit_code == 0
-    (folder,) = (workdir / "artifacts").iterdir()
-    assert not (folder / "k_selection.json").exists()
-    assert not (workdir / "reports").exists()
+    result = invoke("select-k")
+    assert re.search(r"prepare\s+reused", result.stderr)
+    assert re.search(r"select-k\s+ran", result.stderr)
 
 
 def test_fetch_reports_the_data_hash(

@@ -14,8 +14,8 @@ import pytest
 from segmentation import prepare, report, visualize
 from segmentation.cluster import segment_customers
 from segmentation.config import MALL_URL, ClusterConfig, Config, KRule, VisualizeConfig
-from segmentation.pipeline import environment
 from segmentation.select_k import choose_k, sweep
+from segmentation.stages import environment
 
 EVIL_ID = "<script>alert(1)</script>"
 TITLE = "Segments <b>&</b> co"
@@ -70,7 +70,6 @@ def inputs(
         title=TITLE,
         version="0123456789ab",
         config=config.resolved(),
-        config_path="config.yaml",
         data_path="data/customers.csv",
         data_sha256="f" * 64,
         data_pinned=False,

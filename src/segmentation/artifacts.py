@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import polars as pl
+from typing import IO, TYPE_CHECKING, Any
 
 from segmentation import __version__
 
+if TYPE_CHECKING:
+    import polars as pl
+
 LATEST = "latest"
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,21 @@ class Workspace:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def cache(self) -> Path:
+        """Stage results keyed by their inputs' hash, reused across versions."""
+        return self.artifacts / ".cache"
+
+    @property
+    def staging(self) -> Path:
+        """Versions being built; renamed into place only once complete."""
+        return self.artifacts / ".staging"
+
+    @property
+    def runs_log(self) -> Path:
+        """One JSON line per pipeline invocation: which stages ran and which were reused."""
+        return self.artifacts / "runs.jsonl"
 
     def version_dir(self, version: str) -> Path:
         return self.artifacts / version
@@ -59,6 +78,11 @@ MANIFEST = "manifest.json"
 REPORT = "index.html"
 
 
+def chart_index(folder: Path) -> Path:
+    """The list of charts a version has, in reading order."""
+    return folder / CHARTS / "index.json"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -72,12 +96,30 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """Package version plus a hash of the package's source and templates.
+
+    Outputs depend on the code, so a change to it must never reuse results of the old code.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".j2"}:
+            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
 def version_id(resolved_config: dict[str, Any], data_sha256: str) -> str:
-    """A short content hash: the same config, data and package version give the same id."""
+    """A short content hash: the same config, data and code give the same id."""
     # The data's location does not change results; its content hash does.
     config = {**resolved_config, "data": {"sha256": data_sha256}}
-    payload = canonical_json({"config": config, "package_version": __version__})
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    payload = canonical_json({"config": config, "code": code_fingerprint()})
+    return sha256_text(payload)[:12]
 
 
 @contextlib.contextmanager
@@ -123,6 +165,7 @@ def read_json(path: Path) -> Any:
 
 
 def write_parquet(target: Path, frame: pl.DataFrame) -> None:
+    """Parquet with fixed settings; polars writes no timestamps, so equal frames give equal bytes."""
     # Fixed writer settings keep the bytes identical across runs.
     with atomic_path(target) as temporary:
         frame.write_parquet(temporary, compression="zstd", compression_level=3, statistics=True)
@@ -142,10 +185,38 @@ def point_latest(folder: Path, version: str) -> None:
     temporary.replace(link)
 
 
-def output_hashes(version_dir: Path) -> dict[str, str]:
-    """SHA-256 of every file under a version folder except the manifest, by relative path."""
-    return {
-        path.relative_to(version_dir).as_posix(): sha256_file(path)
-        for path in sorted(version_dir.rglob("*"))
-        if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
-    }
+def output_hashes(folder: Path, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """SHA-256 of files by path relative to `folder`: the given ones, or all but the manifest."""
+    if names is None:
+        paths = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    else:
+        paths = [folder / name for name in names]
+    return {path.relative_to(folder).as_posix(): sha256_file(path) for path in paths}
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link a finished file into place (no extra space), copying across file systems."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def make_staging_dir(parent: Path, version: str) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{version}."))
+    folder.chmod(0o755)  # mkdtemp makes it private; a finished version is for everyone to read
+    return folder
+
+
+def move_into_place(staging: Path, target: Path) -> bool:
+    """Rename a finished folder to its final name; False if another run got there first."""
+    try:
+        staging.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
+        shutil.rmtree(staging)
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""The `segment` command: a thin Click layer over the pipeline stages."""
+"""The `segment` command: a thin Click layer over the pipeline and the version store."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from segmentation import __version__, artifacts, pipeline
+from segmentation import __version__, artifacts, pipeline, versions
 from segmentation.artifacts import Workspace
-from segmentation.errors import ConfigError, DataError, SegmentationError
+from segmentation.errors import ConfigError, DataError, SegmentationError, VerificationError
+from segmentation.stages import Progress as ProgressFactory
 
 console = Console(stderr=True, highlight=False)
 
@@ -32,7 +34,7 @@ class SegmentGroup(click.Group):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             console.print(
-                "[bold red]interrupted:[/] stopped by the user; finished outputs are kept"
+                "[bold red]interrupted:[/] stopped by the user; complete versions are kept"
             )
             sys.exit(130)
 
@@ -45,10 +47,22 @@ config_option = click.option(
     show_default=True,
     help="The pipeline config (YAML).",
 )
+force_option = click.option(
+    "--force", is_flag=True, help="Recompute the stage(s) even when a cached result matches."
+)
+
+
+def _workspace() -> Workspace:
+    return Workspace(Path.cwd())
+
+
+def _shown(path: Path) -> Path:
+    """A path as the user would type it: relative to the working folder when inside it."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 @contextmanager
-def _progress() -> Iterator[pipeline.Progress]:
+def _progress() -> Iterator[ProgressFactory]:
     bar = Progress(
         TextColumn("  {task.description}"),
         BarColumn(),
@@ -67,26 +81,27 @@ def _progress() -> Iterator[pipeline.Progress]:
 
 
 def _stage_line(outcome: pipeline.StageOutcome) -> None:
+    mark = "[green]✓[/]" if outcome.status == "ran" else "[dim]=[/]"
     console.print(
-        f"[green]✓[/] {outcome.stage:<10} {outcome.seconds:6.2f} s  {outcome.summary}",
+        f"{mark} {outcome.stage:<10} {outcome.status:<6} {outcome.seconds:6.2f} s  "
+        f"{escape(outcome.summary)}",
         soft_wrap=True,
     )
 
 
-def _shown(path: Path) -> Path:
-    """A path as the user would type it: relative to the working folder when inside it."""
-    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-
-
-def _run(config_path: Path, stages: tuple[str, ...]) -> None:
+def _run(config_path: Path, targets: tuple[str, ...], force: bool) -> None:
     started = time.perf_counter()
-    run = pipeline.open_run(config_path, Workspace(Path.cwd()))
+    run = pipeline.open_run(config_path, _workspace())
     console.print(f"version {run.version}  (config {config_path}, data {_shown(run.raw.path)})")
     with _progress() as progress:
-        report = pipeline.execute(run, stages, progress, _stage_line)
-    console.print(f"done in {time.perf_counter() - started:.1f} s; outputs in {_shown(run.folder)}")
-    if report is not None:
-        click.echo(f"Report: {_shown(report)}")
+        result = pipeline.execute(run, targets, progress, _stage_line, force=force)
+    ran = sum(outcome.status == "ran" for outcome in result.outcomes)
+    work = f"{ran} stage(s) ran" if ran else "nothing to compute"
+    console.print(f"done in {time.perf_counter() - started:.1f} s ({work}); version {run.version}")
+    if result.report is not None:
+        click.echo(f"Report: {_shown(result.report)}")
+    for stage, folder in result.outputs.items():
+        click.echo(f"{stage} outputs: {_shown(folder)}")
 
 
 @click.group(cls=SegmentGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,38 +110,134 @@ def main() -> None:
     """Reproducible K-Means customer segmentation.
 
     Exit codes: 0 success, 2 config or usage error, 3 invalid data, 4 data unavailable,
-    130 interrupted.
+    5 verification found differences, 130 interrupted.
     """
 
 
 @main.command()
 @config_option
-def run(config_path: Path) -> None:
+@force_option
+def run(config_path: Path, force: bool) -> None:
     """Run every stage (prepare, select-k, cluster, visualize, report) in one process."""
-    _run(config_path, pipeline.STAGES)
+    _run(config_path, tuple(pipeline.STAGE_ORDER), force)
 
 
 @main.command()
 @config_option
 def fetch(config_path: Path) -> None:
     """Download the data set if it is missing, and check its SHA-256."""
-    run_ = pipeline.open_run(config_path, Workspace(Path.cwd()))
+    run_ = pipeline.open_run(config_path, _workspace())
     state = "checked against data.sha256" if run_.raw.pinned else "recorded (data.sha256 is null)"
-    click.echo(f"{run_.raw.path}: SHA-256 {run_.raw.sha256} {state}")
+    click.echo(f"{_shown(run_.raw.path)}: SHA-256 {run_.raw.sha256} {state}")
 
 
 def _stage_command(stage: str, help_text: str) -> None:
     @main.command(name=stage, help=help_text)
     @config_option
-    def command(config_path: Path) -> None:
-        _run(config_path, (stage,))
+    @force_option
+    def command(config_path: Path, force: bool) -> None:
+        _run(config_path, (stage,), force)
 
 
 _stage_command("prepare", "Validate the data and build the scaled feature matrix.")
 _stage_command("select-k", "Sweep k, score every solution and choose k.")
 _stage_command("cluster", "Fit the final model; name, profile and save the segments.")
 _stage_command("visualize", "Draw every chart as Vega-Lite JSON, PNG and SVG.")
-_stage_command("report", "Write the static HTML report and update the list of versions.")
+_stage_command("report", "Write the report, complete the version and switch `latest` to it.")
+
+
+@main.command(name="versions")
+def list_versions() -> None:
+    """List every version, newest first."""
+    found = versions.list_versions(_workspace())
+    if not found:
+        console.print("no versions yet: run `make all`")
+        return
+    table = Table(
+        "version", "created (UTC)", "features", "scaling", "rule", "k", "silhouette", "segments"
+    )
+    for v in found:
+        table.add_row(
+            v["version"], v["created"][:16].replace("T", " "), ", ".join(v["features"]),
+            v["scaling"], v["rule"], str(v["chosen_k"]), f"{v['silhouette']:.3f}",
+            str(len(v["segments"])),
+        )  # fmt: skip
+    Console().print(table)
+
+
+@main.command()
+@click.argument("old")
+@click.argument("new")
+def compare(old: str, new: str) -> None:
+    """Compare two versions (ids, unique prefixes or `latest`): config, metrics, moves."""
+    from segmentation import report
+
+    workspace = _workspace()
+    comparison = versions.compare_versions(
+        workspace,
+        versions.resolve_version(workspace, old),
+        versions.resolve_version(workspace, new),
+    )
+    page = workspace.reports / "compare" / f"{comparison.old}-{comparison.new}.html"
+    artifacts.write_text(page, report.render_comparison(comparison))
+    out = Console()
+    for key, before, after in comparison.config_changes:
+        out.print(f"config  {key}: {before!r} -> {after!r}", soft_wrap=True)
+    for name, before, after in comparison.metrics:
+        out.print(f"metric  {name}: {before:.4g} -> {after:.4g}")
+    # Columns by segment id keep the table narrow; the names are listed underneath.
+    new_ids = [str(i) for i in range(len(comparison.new_segments))]
+    table = Table(f"{comparison.old} \\ {comparison.new}", *new_ids)
+    for row in comparison.crosstab:
+        table.add_row(row["segment"], *(str(count) for count in row["counts"]))
+    out.print(table)
+    for segment_id, name in zip(new_ids, comparison.new_segments, strict=True):
+        out.print(f"  {segment_id}: {name}")
+    out.print(
+        f"adjusted Rand index {comparison.adjusted_rand_index:.3f} over "
+        f"{comparison.shared_customers} shared customers"
+    )
+    click.echo(f"Comparison: {_shown(page)}")
+
+
+@main.command(name="prune")
+@click.option("--keep", type=int, required=True, help="How many of the newest versions to keep.")
+def prune_versions(keep: int) -> None:
+    """Remove old versions; the one `latest` points at is always kept."""
+    workspace = _workspace()
+    removed = versions.prune(workspace, keep)
+    if removed:
+        from segmentation import report
+
+        remaining = versions.list_versions(workspace)
+        latest = (workspace.artifacts / artifacts.LATEST).resolve().name
+        artifacts.write_text(
+            workspace.reports / "index.html", report.render_index(remaining, latest=latest)
+        )
+    console.print(
+        f"removed {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}"
+    )
+
+
+@main.command(name="verify")
+@click.argument("version", default=artifacts.LATEST)
+def verify_version(version: str) -> None:
+    """Recompute a version in a scratch folder and compare every output with its manifest."""
+    workspace = _workspace()
+    name = versions.resolve_version(workspace, version)
+    console.print(f"recomputing version {name} in a scratch folder ...")
+    outcome = versions.verify(workspace, name)
+    if outcome.recomputed_version != name:
+        raise VerificationError(
+            f"recomputing gave version {outcome.recomputed_version}, not {name}: the code or "
+            "package versions differ from the ones that made it"
+        )
+    if outcome.differing:
+        raise VerificationError(
+            f"version {name}: {len(outcome.differing)} of {outcome.checked} outputs differ from "
+            f"the manifest: {', '.join(outcome.differing)}"
+        )
+    click.echo(f"version {name}: all {outcome.checked} outputs match the manifest byte for byte")
 
 
 @main.command()
@@ -168,7 +279,5 @@ def assign(input_path: Path, output_path: Path, model_path: Path) -> None:
         customers, prepare.unscaled_matrix(customers, features), model
     )
     artifacts.write_csv(output_path, labelled)
-    counts = labelled["segment_name"].value_counts(sort=True)
-    console.print(
-        f"labelled {labelled.height} customers into {counts.height} segment(s): {output_path}"
-    )
+    counts = labelled["segment_name"].n_unique()
+    console.print(f"labelled {labelled.height} customers into {counts} segment(s): {output_path}")

@@ -4,6 +4,7 @@ Exit codes (also in the README):
   2  the config or the command line is wrong
   3  the data is invalid (schema, ranges, hash mismatch)
   4  the data is missing and could not be downloaded
+  5  `segment verify` found outputs that differ from their manifest
 """
 
 
@@ -34,3 +35,9 @@ class DataUnavailableError(SegmentationError):
     """The data file is missing and could not be fetched."""
 
     exit_code = 4
+
+
+class VerificationError(SegmentationError):
+    """A recomputed version does not match its manifest byte for byte."""
+
+    exit_code = 5

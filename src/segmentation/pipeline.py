@@ -1,278 +1,172 @@
-"""Wiring: each stage reads its inputs from the version folder, calls its pure core and writes outputs."""
+"""Running the stages: hash each stage's inputs first, reuse cached results, build versions atomically.
+
+A version is built in `artifacts/.staging/` and renamed into `artifacts/<version>/` only once every
+stage has finished and its manifest is written, so a complete version is never modified and a failed
+or killed run leaves no partial version behind. `latest` is switched after that.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
-import platform
-import subprocess
+import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
-from segmentation import __version__, artifacts, cluster, prepare, report, select_k, visualize
+from segmentation import artifacts, stages
 from segmentation.artifacts import Workspace
-from segmentation.config import Config, load_config, locate
+from segmentation.config import Config, load_config
 from segmentation.dataset import RawData, ensure_raw_data
-from segmentation.errors import ConfigError
+from segmentation.stages import STAGES, Progress, StageContext
 
-STAGES = ("prepare", "select-k", "cluster", "visualize", "report")
-STAGE_OUTPUTS = {
-    "prepare": (artifacts.PREPARED, artifacts.PREPARE_SUMMARY, artifacts.REJECTS),
-    "select-k": (artifacts.K_SELECTION,),
-    "cluster": (
-        artifacts.SEGMENTS,
-        artifacts.ASSIGNMENTS_PARQUET,
-        artifacts.ASSIGNMENTS_CSV,
-        artifacts.MODEL,
-    ),
-    "visualize": (f"{artifacts.CHARTS}/index.json",),
-}
-PACKAGES = (
-    "polars", "pyarrow", "numpy", "scikit-learn", "scipy", "altair", "vl-convert-python",
-    "pandera", "pydantic", "kneed", "pooch", "jinja2", "click", "rich",
-)  # fmt: skip
-
-Progress = Callable[[str, int], Callable[[int], None]]
-"""Given a label and a total, returns a callback to advance by one step."""
+STAGE_ORDER = tuple(STAGES)
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "POLARS_MAX_THREADS",
+)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """One run of the pipeline on one config: where it reads and writes."""
+    """One run of the pipeline on one config: what it reads and where its version goes."""
 
     config: Config
     config_path: Path
     workspace: Workspace
     raw: RawData
     version: str
-    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, str]
+    """Each stage's cache key, computed before anything runs."""
+    code_root: Path
+    """The checkout whose git commit is recorded (the workspace, unless verifying elsewhere)."""
 
     @property
     def folder(self) -> Path:
         return self.workspace.version_dir(self.version)
 
-    def path(self, name: str) -> Path:
-        return self.folder / name
-
 
 @dataclass(frozen=True)
 class StageOutcome:
     stage: str
+    status: str
+    """"ran" or "reused"."""
     seconds: float
     summary: str
 
 
-def open_run(config_path: Path, workspace: Workspace) -> Run:
-    """Validate the config, make sure the data is there and checked, and derive the version id."""
+@dataclass
+class Result:
+    version: str
+    outcomes: list[StageOutcome] = field(default_factory=list)
+    report: Path | None = None
+    """The version's report, when the run went as far as the report stage."""
+    outputs: dict[str, Path] = field(default_factory=dict)
+    """Where each stage's results are, for runs that stopped before the report."""
+
+
+def stage_keys(config: Config, data_sha256: str) -> dict[str, str]:
+    """Hash what each stage depends on: its config keys, upstream keys, the data and the code."""
+    keys: dict[str, str] = {}
+    for name, stage in STAGES.items():
+        payload = {
+            "stage": name,
+            "code": artifacts.code_fingerprint(),
+            "params": stage.param_values(config),
+            "upstream": {up: keys[up] for up in stage.upstream},
+            "data": data_sha256 if stage.reads_data else None,
+        }
+        keys[name] = artifacts.sha256_text(artifacts.canonical_json(payload))
+    return keys
+
+
+def open_run(config_path: Path, workspace: Workspace, code_root: Path | None = None) -> Run:
+    """Validate the config, make sure the data is there and checked, and derive every hash."""
     config = load_config(config_path)
     raw = ensure_raw_data(config.data, workspace.resolve(config.data.path))
-    version = artifacts.version_id(config.resolved(), raw.sha256)
     return Run(
-        config=config, config_path=config_path, workspace=workspace, raw=raw, version=version
+        config=config,
+        config_path=config_path,
+        workspace=workspace,
+        raw=raw,
+        version=artifacts.version_id(config.resolved(), raw.sha256),
+        keys=stage_keys(config, raw.sha256),
+        code_root=code_root or workspace.root,
     )
 
 
-def stage_is_done(run: Run, stage: str) -> bool:
-    if stage == "report":
-        return (run.workspace.report_dir(run.version) / artifacts.REPORT).exists()
-    return all(run.path(name).exists() for name in STAGE_OUTPUTS[stage])
+def is_complete(workspace: Workspace, version: str) -> bool:
+    return (workspace.version_dir(version) / artifacts.MANIFEST).is_file() and (
+        workspace.report_dir(version) / artifacts.REPORT
+    ).is_file()
 
 
-def _prepare(run: Run, progress: Progress) -> str:
-    config = run.config
-    text = prepare.read_customers_csv(run.raw.path)
-    prepared = prepare.validate_customers(text, run.raw.path, config.prepare.on_invalid)
-    columns = prepare.feature_columns(config.features)
-    unscaled = prepare.unscaled_matrix(prepared.customers, config.features)
-    scaler = prepare.fit_scaler(unscaled, columns, config.scaling)
-    frame = prepare.with_features(prepared.customers, scaler, config.features)
-    summary = prepare.summarise(prepared, scaler, config.features)
-    artifacts.write_parquet(run.path(artifacts.PREPARED), frame)
-    artifacts.write_csv(run.path(artifacts.REJECTS), prepared.rejects)
-    artifacts.write_json(run.path(artifacts.PREPARE_SUMMARY), summary)
-    return f"{summary['rows_valid']} valid rows, {summary['rows_rejected']} rejected"
+def _cache_entry(run: Run, stage: str) -> Path:
+    return run.workspace.cache / stage / run.keys[stage]
 
 
-def _select_k(run: Run, progress: Progress) -> str:
-    config = run.config
-    summary = artifacts.read_json(run.path(artifacts.PREPARE_SUMMARY))
-    try:
-        select_k.check_k_range(summary["distinct_points"], config.select_k, config.cluster)
-    except ConfigError as exc:
-        where = locate(run.config_path, exc.key) if exc.key else str(run.config_path)
-        raise ConfigError(f"{where}: {exc}") from None
-    frame = pl.read_parquet(run.path(artifacts.PREPARED))
-    matrix = prepare.feature_matrix(frame)
-    ks = select_k.sweep_range(config.select_k, config.cluster)
-    advance = progress("k sweep", len(ks))
-    candidates = select_k.sweep(matrix, ks, config.cluster, on_k=lambda _k: advance(1))
-    selection = select_k.choose_k(candidates, config.select_k.rule, config.cluster.k)
-    artifacts.write_json(run.path(artifacts.K_SELECTION), selection)
-    chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
-    return f"k={selection['chosen_k']} ({selection['rule']}), silhouette {chosen['silhouette']:.3f}"
+def _restore(entry: Path, folder: Path) -> bool:
+    """Link a cached stage result into `folder`; False if the entry is damaged or incomplete."""
+    hashes_path = entry / "hashes.json"
+    if not hashes_path.is_file():
+        return False
+    hashes: dict[str, str] = artifacts.read_json(hashes_path)
+    files = entry / "files"
+    if artifacts.output_hashes(files, tuple(hashes)) != hashes:
+        return False
+    for name in hashes:
+        artifacts.link_or_copy(files / name, folder / name)
+    return True
 
 
-def _cluster(run: Run, progress: Progress) -> str:
-    config = run.config
-    frame = pl.read_parquet(run.path(artifacts.PREPARED))
-    summary = artifacts.read_json(run.path(artifacts.PREPARE_SUMMARY))
-    selection = artifacts.read_json(run.path(artifacts.K_SELECTION))
-    scaler = prepare.Scaler.from_dict(summary["scaler"])
-    result = cluster.segment_customers(
-        customers=frame.select(prepare.COLUMNS),
-        matrix=prepare.feature_matrix(frame),
-        unscaled=prepare.unscaled_matrix(frame, config.features),
-        scaler=scaler,
-        features=config.features,
-        k=selection["chosen_k"],
-        config=config.cluster,
-        population=summary["population"],
-    )
-    artifacts.write_csv(run.path(artifacts.SEGMENTS), result.segments)
-    artifacts.write_parquet(run.path(artifacts.ASSIGNMENTS_PARQUET), result.assignments)
-    artifacts.write_csv(run.path(artifacts.ASSIGNMENTS_CSV), result.assignments)
-    artifacts.write_json(run.path(artifacts.MODEL), result.model)
-    return ", ".join(
-        f"{row['name']} ({row['size']})" for row in result.segments.iter_rows(named=True)
-    )
-
-
-def build_charts(run: Run) -> list[visualize.RenderedChart]:
-    config = run.config
-    size, seed = config.visualize, config.cluster.seed
-    frame = pl.read_parquet(run.path(artifacts.PREPARED))
-    summary = artifacts.read_json(run.path(artifacts.PREPARE_SUMMARY))
-    selection = artifacts.read_json(run.path(artifacts.K_SELECTION))
-    segments = pl.read_csv(run.path(artifacts.SEGMENTS))
-    assignments = pl.read_parquet(run.path(artifacts.ASSIGNMENTS_PARQUET))
-    model = artifacts.read_json(run.path(artifacts.MODEL))
-    customers = frame.select(prepare.COLUMNS)
-    charts: list[tuple[str, str, Any]] = [
-        ("elbow", "Elbow", visualize.elbow_chart(selection, size)),
-        ("criteria", "Criteria against k", visualize.criteria_chart(selection, size)),
-        (
-            "silhouette",
-            "Silhouette per customer",
-            visualize.silhouette_chart(assignments, segments, size, seed),
-        ),
-        (
-            "segments",
-            "Segments",
-            visualize.scatter_chart(
-                customers, assignments, segments, model, prepare.feature_matrix(frame), size, seed
-            ),
-        ),
-    ]
-    if len(model["scaler"]["columns"]) > 2 and sum(f != "gender" for f in config.features) >= 2:
-        charts.append(
-            (
-                "pairwise",
-                "Feature pairs",
-                visualize.pairwise_chart(
-                    customers, assignments, segments, list(config.features), size, seed
-                ),
-            )
+def _store(run: Run, stage: str, folder: Path) -> None:
+    """Keep a stage's outputs in the cache under its key, with their hashes."""
+    names = tuple(
+        path.relative_to(folder).as_posix()
+        for output in STAGES[stage].outputs
+        for path in (
+            [folder / output]
+            if (folder / output).is_file()
+            else sorted((folder / output).rglob("*"))
         )
-    charts += [
-        (
-            "profiles",
-            "Segment profiles",
-            visualize.profile_chart(segments, summary["population"], summary["female_share"], size),
-        ),
-        ("sizes", "Segment sizes", visualize.sizes_chart(segments, size)),
-    ]
-    return [visualize.render(name, title, chart, size.png_scale) for name, title, chart in charts]
-
-
-def _visualize(run: Run, progress: Progress) -> str:
-    charts = build_charts(run)
-    folder = run.path(artifacts.CHARTS)
-    for chart in charts:
-        artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)
-        artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
-        artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
-    artifacts.write_json(
-        folder / "index.json", [{"name": c.name, "title": c.title} for c in charts]
+        if path.is_file()
     )
-    return f"{len(charts)} charts (Vega-Lite JSON, PNG, SVG)"
+    entry = _cache_entry(run, stage)
+    if entry.is_dir():
+        shutil.rmtree(entry)  # damaged: _restore refused it
+    staging = artifacts.make_staging_dir(entry.parent, f".{entry.name}")
+    for name in names:
+        artifacts.link_or_copy(folder / name, staging / "files" / name)
+    artifacts.write_json(staging / "hashes.json", artifacts.output_hashes(folder, names))
+    artifacts.move_into_place(staging, entry)
 
 
-def git_state(root: Path) -> dict[str, Any]:
-    """The commit of the code that ran, and whether the work tree had uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip() != ""  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
+def _thread_settings() -> dict[str, Any]:
+    from threadpoolctl import threadpool_info
 
-
-def environment() -> dict[str, Any]:
     return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "segmentation": __version__,
-        "packages": {name: importlib.metadata.version(name) for name in PACKAGES},
+        "cpu_count": os.cpu_count(),
+        "environment": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+        "thread_pools": sorted(
+            (
+                {"api": pool["internal_api"], "threads": pool["num_threads"]}
+                for pool in threadpool_info()
+            ),
+            key=lambda pool: str(pool["api"]),
+        ),
     }
 
 
-def _report(run: Run, progress: Progress) -> str:
-    charts = artifacts.read_json(run.path(artifacts.CHARTS) / "index.json")
-    context = report.ReportInputs(
-        title=run.config.report.title,
-        version=run.version,
-        config=run.config.resolved(),
-        config_path=str(run.config_path),
-        data_path=run.config.data.path,
-        data_sha256=run.raw.sha256,
-        data_pinned=run.raw.pinned,
-        summary=artifacts.read_json(run.path(artifacts.PREPARE_SUMMARY)),
-        rejects=pl.read_csv(
-            run.path(artifacts.REJECTS), schema_overrides={"customer_id": pl.String}
-        ),
-        selection=artifacts.read_json(run.path(artifacts.K_SELECTION)),
-        segments=pl.read_csv(run.path(artifacts.SEGMENTS)),
-        charts=[
-            (
-                c["title"],
-                (run.path(artifacts.CHARTS) / f"{c['name']}.svg").read_text(encoding="utf-8"),
-            )
-            for c in charts
-        ],
-        environment=environment(),
-        git=git_state(run.workspace.root),
-    )
-    target = run.workspace.report_dir(run.version) / artifacts.REPORT
-    artifacts.write_text(target, report.render_report(context))
-    return f"reports/{run.version}/{artifacts.REPORT}"
-
-
-STAGE_FUNCTIONS: dict[str, Callable[[Run, Progress], str]] = {
-    "prepare": _prepare,
-    "select-k": _select_k,
-    "cluster": _cluster,
-    "visualize": _visualize,
-    "report": _report,
-}
-
-
-def write_manifest(run: Run) -> dict[str, Any]:
-    """Record the version: every output's hash, the inputs' hashes, config, environment, timings."""
-    path = run.path(artifacts.MANIFEST)
-    previous = artifacts.read_json(path) if path.exists() else {}
-    stages = {**previous.get("stages", {}), **run.timings}
-    report_path = run.workspace.report_dir(run.version) / artifacts.REPORT
-    manifest = {
+def _manifest(
+    run: Run, folder: Path, report_folder: Path, outcomes: list[StageOutcome], git: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything needed to trust and reproduce the version; outputs are hashed, never timestamps."""
+    return {
         "version": run.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "inputs": {
@@ -285,88 +179,131 @@ def write_manifest(run: Run) -> dict[str, Any]:
                 "path": str(run.config_path),
                 "sha256": artifacts.sha256_file(run.config_path),
             },
+            "code": artifacts.code_fingerprint(),
         },
         "config": run.config.resolved(),
-        "seed": run.config.cluster.seed,
-        "environment": environment(),
-        "git": git_state(run.workspace.root),
-        "stages": stages,
-        "outputs": artifacts.output_hashes(run.folder),
-        "report": {
-            "path": report_path.relative_to(run.workspace.root).as_posix(),
-            "sha256": artifacts.sha256_file(report_path),
-        }
-        if report_path.exists()
-        else None,
-    }
-    artifacts.write_json(path, manifest)
-    return manifest
-
-
-def publish(run: Run) -> Path:
-    """Point `latest` at this version and rewrite the list of versions."""
-    artifacts.point_latest(run.workspace.artifacts, run.version)
-    run.workspace.reports.mkdir(parents=True, exist_ok=True)
-    artifacts.point_latest(run.workspace.reports, run.version)
-    index = run.workspace.reports / "index.html"
-    artifacts.write_text(
-        index, report.render_index(list_versions(run.workspace), latest=run.version)
-    )
-    return index
-
-
-def list_versions(workspace: Workspace) -> list[dict[str, Any]]:
-    """Every complete version (one with a manifest and a report), newest first."""
-    versions = []
-    folder = workspace.artifacts
-    for manifest_path in sorted(folder.glob(f"*/{artifacts.MANIFEST}")) if folder.exists() else []:
-        version_dir = manifest_path.parent
-        report_path = workspace.report_dir(version_dir.name) / artifacts.REPORT
-        if version_dir.is_symlink() or not report_path.exists():
-            continue
-        manifest = artifacts.read_json(manifest_path)
-        selection = artifacts.read_json(version_dir / artifacts.K_SELECTION)
-        segments = pl.read_csv(version_dir / artifacts.SEGMENTS)
-        chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
-        versions.append(
-            {
-                "version": manifest["version"],
-                "created": manifest["created"],
-                "features": manifest["config"]["features"],
-                "scaling": manifest["config"]["scaling"],
-                "rule": selection["rule"],
-                "chosen_k": selection["chosen_k"],
-                "silhouette": chosen["silhouette"],
-                "calinski_harabasz": chosen["calinski_harabasz"],
-                "davies_bouldin": chosen["davies_bouldin"],
-                "segments": segments["name"].to_list(),
-                "report": f"{manifest['version']}/{artifacts.REPORT}",
+        "seeds": {"cluster.seed": run.config.cluster.seed},
+        "threads": _thread_settings(),
+        "environment": stages.environment(),
+        "git": git,
+        "stages": {
+            outcome.stage: {
+                "status": outcome.status,
+                "seconds": round(outcome.seconds, 3),
+                "key": run.keys[outcome.stage],
             }
-        )
-    return sorted(versions, key=lambda v: (v["created"], v["version"]), reverse=True)
+            for outcome in outcomes
+        },
+        "outputs": artifacts.output_hashes(folder),
+        "report": {
+            "path": f"reports/{run.version}/{artifacts.REPORT}",
+            "sha256": artifacts.sha256_file(report_folder / artifacts.REPORT),
+        },
+    }
+
+
+def _log_run(run: Run, result: Result) -> None:
+    entry = {
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "version": run.version,
+        "config": str(run.config_path),
+        "stages": {
+            o.stage: {"status": o.status, "seconds": round(o.seconds, 3)} for o in result.outcomes
+        },
+    }
+    run.workspace.artifacts.mkdir(parents=True, exist_ok=True)
+    with run.workspace.runs_log.open("a", encoding="utf-8") as log:
+        log.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
 def execute(
     run: Run,
-    stages: tuple[str, ...],
+    targets: tuple[str, ...],
     progress: Progress,
     on_stage: Callable[[StageOutcome], None],
-) -> Path | None:
-    """Run the given stages in order, plus any upstream stage whose outputs are missing.
+    force: bool = False,
+) -> Result:
+    """Bring the given stages (and the stages they need) up to date, reusing what is cached.
 
-    Returns the report's path when the report stage ran.
+    With `force`, stages run even when a cached result exists. When the report stage is among
+    the targets, the version is completed, published and `latest` switched to it.
     """
-    last = max(STAGES.index(stage) for stage in stages)
-    for stage in STAGES[: last + 1]:
-        if stage not in stages and stage_is_done(run, stage):
-            continue
-        start = time.perf_counter()
-        summary = STAGE_FUNCTIONS[stage](run, progress)
-        seconds = time.perf_counter() - start
-        run.timings[stage] = {"status": "ran", "seconds": round(seconds, 3)}
-        on_stage(StageOutcome(stage=stage, seconds=seconds, summary=summary))
-    write_manifest(run)
-    if "report" in stages or STAGES[last] == "report":
-        publish(run)
-        return run.workspace.report_dir(run.version) / artifacts.REPORT
-    return None
+    last = max(STAGE_ORDER.index(stage) for stage in targets)
+    needed = STAGE_ORDER[: last + 1]
+    result = Result(version=run.version)
+    if not force and STAGE_ORDER[last] == "report" and is_complete(run.workspace, run.version):
+        for stage in needed:
+            outcome = StageOutcome(stage, "reused", 0.0, "unchanged")
+            result.outcomes.append(outcome)
+            on_stage(outcome)
+        result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
+        publish(run.workspace, run.version)
+        _log_run(run, result)
+        return result
+
+    staging = artifacts.make_staging_dir(run.workspace.staging, run.version)
+    report_staging = artifacts.make_staging_dir(run.workspace.staging, f"{run.version}.report")
+    try:
+        git = stages.git_state(run.code_root)
+        context = StageContext(
+            config=run.config,
+            config_path=run.config_path,
+            raw=run.raw,
+            version=run.version,
+            folder=staging,
+            report_folder=report_staging,
+            git=git,
+            progress=progress,
+        )
+        for stage in needed:
+            start = time.perf_counter()
+            cached = stage != "report" and not (force and stage in targets)
+            if cached and _restore(_cache_entry(run, stage), staging):
+                outcome = StageOutcome(
+                    stage, "reused", time.perf_counter() - start, "cached result"
+                )
+            else:
+                summary = STAGES[stage].run(context)
+                if stage != "report":
+                    _store(run, stage, staging)
+                outcome = StageOutcome(stage, "ran", time.perf_counter() - start, summary)
+            result.outcomes.append(outcome)
+            on_stage(outcome)
+        if STAGE_ORDER[last] != "report":
+            result.outputs = {stage: _cache_entry(run, stage) / "files" for stage in needed}
+        else:
+            manifest = _manifest(run, staging, report_staging, result.outcomes, git)
+            artifacts.write_json(staging / artifacts.MANIFEST, manifest)
+            _complete(run, staging, report_staging)
+            result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
+            publish(run.workspace, run.version)
+        _log_run(run, result)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(report_staging, ignore_errors=True)
+    return result
+
+
+def _complete(run: Run, staging: Path, report_staging: Path) -> None:
+    """Move a finished version into place: the report first, the artifacts (with manifest) last."""
+    report_dir = run.workspace.report_dir(run.version)
+    version_dir = run.folder
+    if version_dir.exists() and not is_complete(run.workspace, run.version):
+        shutil.rmtree(version_dir)  # left by an older, interrupted layout; never a complete version
+    if report_dir.exists() and not version_dir.exists():
+        shutil.rmtree(report_dir)  # a report whose version never completed
+    run.workspace.reports.mkdir(parents=True, exist_ok=True)
+    artifacts.move_into_place(report_staging, report_dir)
+    artifacts.move_into_place(staging, version_dir)
+
+
+def publish(workspace: Workspace, version: str) -> None:
+    """Point `latest` at a complete version and rewrite the page that lists every version."""
+    from segmentation import report, versions
+
+    artifacts.point_latest(workspace.artifacts, version)
+    artifacts.point_latest(workspace.reports, version)
+    index = workspace.reports / "index.html"
+    artifacts.write_text(
+        index, report.render_index(versions.list_versions(workspace), latest=version)
+    )

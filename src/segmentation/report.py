@@ -28,7 +28,6 @@ class ReportInputs:
     title: str
     version: str
     config: dict[str, Any]
-    config_path: str
     data_path: str
     data_sha256: str
     data_pinned: bool
@@ -78,3 +77,8 @@ def render_report(inputs: ReportInputs) -> str:
 def render_index(versions: list[dict[str, Any]], latest: str) -> str:
     """The page listing every version, newest first, with a link to each report."""
     return _environment().get_template("index.html.j2").render(versions=versions, latest=latest)
+
+
+def render_comparison(comparison: Any) -> str:
+    """The page comparing two versions (a `versions.Comparison`)."""
+    return _environment().get_template("compare.html.j2").render(c=comparison)

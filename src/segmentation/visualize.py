@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -392,6 +393,20 @@ def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMi
     )
 
 
+def stable_svg_ids(svg: str, prefix: str) -> str:
+    """Rename the SVG's gradient ids after the chart and their order in the file.
+
+    vl-convert numbers gradients with a per-process counter, so the same chart drawn twice in one
+    process would differ; prefixed ids also stay unique when several SVGs share one HTML page.
+    """
+    numbers: dict[str, int] = {}
+
+    def rename(match: re.Match[str]) -> str:
+        return f"{prefix}-gradient-{numbers.setdefault(match.group(0), len(numbers))}"
+
+    return re.sub(r"gradient_\d+", rename, svg)
+
+
 def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) -> RenderedChart:
     """Vega-Lite spec plus PNG and SVG renderings (vl-convert, no browser or network)."""
     spec = chart.to_dict()
@@ -400,5 +415,5 @@ def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) ->
         title=title,
         spec=spec,
         png=vlc.vegalite_to_png(spec, scale=png_scale),
-        svg=vlc.vegalite_to_svg(spec),
+        svg=stable_svg_ids(vlc.vegalite_to_svg(spec), name),
     )

@@ -1,0 +1,322 @@
+"""What each stage reads, writes and depends on, and how it turns files into calls to its pure core.
+
+Like a DVC stage, each declares exactly the config keys it reads and its upstream stages; the
+pipeline hashes those (with the data and the code) into the stage's cache key before running it.
+Heavy libraries are imported inside the runners, so a run with nothing to compute stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segmentation import __version__, artifacts
+from segmentation.config import Config, locate
+from segmentation.dataset import RawData
+from segmentation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from segmentation.visualize import RenderedChart
+
+Progress = Callable[[str, int], Callable[[int], None]]
+"""Given a label and a total, returns a callback that advances by a number of steps."""
+
+PACKAGES = (
+    "polars", "pyarrow", "numpy", "scikit-learn", "scipy", "altair", "vl-convert-python",
+    "pandera", "pydantic", "kneed", "pooch", "jinja2", "click", "rich",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StageContext:
+    config: Config
+    config_path: Path
+    raw: RawData
+    version: str
+    folder: Path
+    """Where the stage finds its upstream outputs and writes its own."""
+    report_folder: Path
+    git: dict[str, Any]
+    progress: Progress
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    params: tuple[str, ...]
+    """Dotted config keys the stage reads."""
+    upstream: tuple[str, ...]
+    outputs: tuple[str, ...]
+    """Files and folders it writes, relative to the version folder (the report's go to reports/)."""
+    reads_data: bool
+    run: Callable[[StageContext], str]
+
+    def param_values(self, config: Config) -> dict[str, Any]:
+        resolved = config.resolved()
+        values = {}
+        for key in self.params:
+            value: Any = resolved
+            for part in key.split("."):
+                value = value[part]
+            values[key] = value
+        return values
+
+
+def _prepare(ctx: StageContext) -> str:
+    from segmentation import prepare
+
+    config = ctx.config
+    text = prepare.read_customers_csv(ctx.raw.path)
+    prepared = prepare.validate_customers(text, ctx.raw.path, config.prepare.on_invalid)
+    columns = prepare.feature_columns(config.features)
+    unscaled = prepare.unscaled_matrix(prepared.customers, config.features)
+    scaler = prepare.fit_scaler(unscaled, columns, config.scaling)
+    frame = prepare.with_features(prepared.customers, scaler, config.features)
+    summary = prepare.summarise(prepared, scaler, config.features)
+    artifacts.write_parquet(ctx.path(artifacts.PREPARED), frame)
+    artifacts.write_csv(ctx.path(artifacts.REJECTS), prepared.rejects)
+    artifacts.write_json(ctx.path(artifacts.PREPARE_SUMMARY), summary)
+    return f"{summary['rows_valid']} valid rows, {summary['rows_rejected']} rejected"
+
+
+def _select_k(ctx: StageContext) -> str:
+    import polars as pl
+
+    from segmentation import prepare, select_k
+
+    config = ctx.config
+    summary = artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY))
+    try:
+        select_k.check_k_range(summary["distinct_points"], config.select_k, config.cluster)
+    except ConfigError as exc:
+        where = locate(ctx.config_path, exc.key) if exc.key else str(ctx.config_path)
+        raise ConfigError(f"{where}: {exc}") from None
+    matrix = prepare.feature_matrix(pl.read_parquet(ctx.path(artifacts.PREPARED)))
+    ks = select_k.sweep_range(config.select_k, config.cluster)
+    advance = ctx.progress("k sweep", len(ks))
+    candidates = select_k.sweep(matrix, ks, config.cluster, on_k=lambda _k: advance(1))
+    selection = select_k.choose_k(candidates, config.select_k.rule, config.cluster.k)
+    artifacts.write_json(ctx.path(artifacts.K_SELECTION), selection)
+    chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
+    return f"k={selection['chosen_k']} ({selection['rule']}), silhouette {chosen['silhouette']:.3f}"
+
+
+def _cluster(ctx: StageContext) -> str:
+    import polars as pl
+
+    from segmentation import cluster, prepare
+
+    config = ctx.config
+    frame = pl.read_parquet(ctx.path(artifacts.PREPARED))
+    summary = artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY))
+    selection = artifacts.read_json(ctx.path(artifacts.K_SELECTION))
+    result = cluster.segment_customers(
+        customers=frame.select(prepare.COLUMNS),
+        matrix=prepare.feature_matrix(frame),
+        unscaled=prepare.unscaled_matrix(frame, config.features),
+        scaler=prepare.Scaler.from_dict(summary["scaler"]),
+        features=config.features,
+        k=selection["chosen_k"],
+        config=config.cluster,
+        population=summary["population"],
+    )
+    artifacts.write_csv(ctx.path(artifacts.SEGMENTS), result.segments)
+    artifacts.write_parquet(ctx.path(artifacts.ASSIGNMENTS_PARQUET), result.assignments)
+    artifacts.write_csv(ctx.path(artifacts.ASSIGNMENTS_CSV), result.assignments)
+    artifacts.write_json(ctx.path(artifacts.MODEL), result.model)
+    return ", ".join(
+        f"{row['name']} ({row['size']})" for row in result.segments.iter_rows(named=True)
+    )
+
+
+def build_charts(ctx: StageContext) -> list[RenderedChart]:
+    import polars as pl
+
+    from segmentation import prepare, visualize
+
+    config = ctx.config
+    size, seed = config.visualize, config.cluster.seed
+    frame = pl.read_parquet(ctx.path(artifacts.PREPARED))
+    summary = artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY))
+    selection = artifacts.read_json(ctx.path(artifacts.K_SELECTION))
+    segments = pl.read_csv(ctx.path(artifacts.SEGMENTS))
+    assignments = pl.read_parquet(ctx.path(artifacts.ASSIGNMENTS_PARQUET))
+    model = artifacts.read_json(ctx.path(artifacts.MODEL))
+    customers = frame.select(prepare.COLUMNS)
+    matrix = prepare.feature_matrix(frame)
+    charts: list[tuple[str, str, Any]] = [
+        ("elbow", "Elbow", visualize.elbow_chart(selection, size)),
+        ("criteria", "Criteria against k", visualize.criteria_chart(selection, size)),
+        (
+            "silhouette",
+            "Silhouette per customer",
+            visualize.silhouette_chart(assignments, segments, size, seed),
+        ),
+        (
+            "segments",
+            "Segments",
+            visualize.scatter_chart(customers, assignments, segments, model, matrix, size, seed),
+        ),
+    ]
+    if len(model["scaler"]["columns"]) > 2 and sum(f != "gender" for f in config.features) >= 2:
+        pairwise = visualize.pairwise_chart(
+            customers, assignments, segments, list(config.features), size, seed
+        )
+        charts.append(("pairwise", "Feature pairs", pairwise))
+    profiles = visualize.profile_chart(
+        segments, summary["population"], summary["female_share"], size
+    )
+    charts += [
+        ("profiles", "Segment profiles", profiles),
+        ("sizes", "Segment sizes", visualize.sizes_chart(segments, size)),
+    ]
+    return [visualize.render(name, title, chart, size.png_scale) for name, title, chart in charts]
+
+
+def _visualize(ctx: StageContext) -> str:
+    charts = build_charts(ctx)
+    folder = ctx.path(artifacts.CHARTS)
+    for chart in charts:
+        artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)
+        artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
+        artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
+    artifacts.write_json(
+        artifacts.chart_index(ctx.folder), [{"name": c.name, "title": c.title} for c in charts]
+    )
+    return f"{len(charts)} charts (Vega-Lite JSON, PNG, SVG)"
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """The commit of the code that ran, and whether the work tree had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip() != ""  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "segmentation": __version__,
+        "code": artifacts.code_fingerprint(),
+        "packages": {name: importlib.metadata.version(name) for name in PACKAGES},
+    }
+
+
+def _report(ctx: StageContext) -> str:
+    import polars as pl
+
+    from segmentation import report
+
+    charts = artifacts.read_json(artifacts.chart_index(ctx.folder))
+    inputs = report.ReportInputs(
+        title=ctx.config.report.title,
+        version=ctx.version,
+        config=ctx.config.resolved(),
+        data_path=ctx.config.data.path,
+        data_sha256=ctx.raw.sha256,
+        data_pinned=ctx.raw.pinned,
+        summary=artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY)),
+        rejects=pl.read_csv(
+            ctx.path(artifacts.REJECTS), schema_overrides={"customer_id": pl.String}
+        ),
+        selection=artifacts.read_json(ctx.path(artifacts.K_SELECTION)),
+        segments=pl.read_csv(ctx.path(artifacts.SEGMENTS)),
+        charts=[
+            (
+                c["title"],
+                (ctx.path(artifacts.CHARTS) / f"{c['name']}.svg").read_text(encoding="utf-8"),
+            )
+            for c in charts
+        ],
+        environment=environment(),
+        git=ctx.git,
+    )
+    artifacts.write_text(ctx.report_folder / artifacts.REPORT, report.render_report(inputs))
+    return "report written"
+
+
+CLUSTER_PARAMS = ("cluster.k", "cluster.n_init", "cluster.max_iter", "cluster.seed")
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        Stage(
+            name="prepare",
+            params=("features", "scaling", "prepare.on_invalid"),
+            upstream=(),
+            outputs=(artifacts.PREPARED, artifacts.PREPARE_SUMMARY, artifacts.REJECTS),
+            reads_data=True,
+            run=_prepare,
+        ),
+        Stage(
+            name="select-k",
+            params=("select_k.k_min", "select_k.k_max", "select_k.rule", *CLUSTER_PARAMS),
+            upstream=("prepare",),
+            outputs=(artifacts.K_SELECTION,),
+            reads_data=False,
+            run=_select_k,
+        ),
+        Stage(
+            name="cluster",
+            params=("features", *CLUSTER_PARAMS),
+            upstream=("prepare", "select-k"),
+            outputs=(
+                artifacts.SEGMENTS,
+                artifacts.ASSIGNMENTS_PARQUET,
+                artifacts.ASSIGNMENTS_CSV,
+                artifacts.MODEL,
+            ),
+            reads_data=False,
+            run=_cluster,
+        ),
+        Stage(
+            name="visualize",
+            params=(
+                "features",
+                "visualize.width",
+                "visualize.height",
+                "visualize.png_scale",
+                "visualize.max_points",
+                "cluster.seed",
+            ),
+            upstream=("prepare", "select-k", "cluster"),
+            outputs=(artifacts.CHARTS,),
+            reads_data=False,
+            run=_visualize,
+        ),
+        # The report shows the whole config and the data's identity, so it depends on all of it.
+        Stage(
+            name="report",
+            params=(
+                "data",
+                "features",
+                "scaling",
+                "prepare",
+                "select_k",
+                "cluster",
+                "visualize",
+                "report",
+            ),
+            upstream=("prepare", "select-k", "cluster", "visualize"),
+            outputs=(),
+            reads_data=True,
+            run=_report,
+        ),
+    )
+}

@@ -1,0 +1,207 @@
+"""Looking after versions: list them, compare two, prune old ones, and verify one by recomputing it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segmentation import artifacts
+from segmentation.artifacts import Workspace
+from segmentation.errors import ConfigError, DataError
+
+
+def list_versions(workspace: Workspace) -> list[dict[str, Any]]:
+    """Every complete version with its headline figures, newest first."""
+    import polars as pl
+
+    from segmentation.pipeline import is_complete
+
+    found = []
+    folder = workspace.artifacts
+    for version_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
+        name = version_dir.name
+        if name.startswith(".") or version_dir.is_symlink() or not is_complete(workspace, name):
+            continue
+        manifest = artifacts.read_json(version_dir / artifacts.MANIFEST)
+        selection = artifacts.read_json(version_dir / artifacts.K_SELECTION)
+        chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
+        found.append(
+            {
+                "version": name,
+                "created": manifest["created"],
+                "features": manifest["config"]["features"],
+                "scaling": manifest["config"]["scaling"],
+                "rule": selection["rule"],
+                "chosen_k": selection["chosen_k"],
+                "silhouette": chosen["silhouette"],
+                "calinski_harabasz": chosen["calinski_harabasz"],
+                "davies_bouldin": chosen["davies_bouldin"],
+                "segments": pl.read_csv(version_dir / artifacts.SEGMENTS)["name"].to_list(),
+                "report": f"{name}/{artifacts.REPORT}",
+            }
+        )
+    return sorted(found, key=lambda v: (v["created"], v["version"]), reverse=True)
+
+
+def resolve_version(workspace: Workspace, name: str) -> str:
+    """A version id from a full id, a unique prefix, or `latest`."""
+    from segmentation.pipeline import is_complete
+
+    if name == artifacts.LATEST:
+        link = workspace.artifacts / artifacts.LATEST
+        if not link.is_symlink():
+            raise ConfigError("no version yet: run `make all` first")
+        return link.resolve().name
+    known = [v["version"] for v in list_versions(workspace)]
+    matches = [v for v in known if v.startswith(name)]
+    if len(matches) != 1 or not is_complete(workspace, matches[0]):
+        choices = ", ".join(known) or "none yet"
+        what = "matches several versions" if len(matches) > 1 else "is not a complete version"
+        raise ConfigError(f"version '{name}' {what}; known versions: {choices}")
+    return str(matches[0])
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class Comparison:
+    old: str
+    new: str
+    config_changes: list[tuple[str, Any, Any]]
+    metrics: list[tuple[str, Any, Any]]
+    crosstab: list[dict[str, Any]]
+    """One row per segment of the old version: its name and how many customers went to each new segment."""
+    new_segments: list[str]
+    shared_customers: int
+    adjusted_rand_index: float
+
+
+def compare_versions(workspace: Workspace, old: str, new: str) -> Comparison:
+    """What differs between two versions: config, metrics, and where customers moved."""
+    import polars as pl
+    from sklearn.metrics import adjusted_rand_score
+
+    folders = {v: workspace.version_dir(v) for v in (old, new)}
+    manifests = {v: artifacts.read_json(folders[v] / artifacts.MANIFEST) for v in (old, new)}
+    configs = {v: _flatten(manifests[v]["config"]) for v in (old, new)}
+    changes = [
+        (key, configs[old].get(key), configs[new].get(key))
+        for key in sorted(set(configs[old]) | set(configs[new]))
+        if configs[old].get(key) != configs[new].get(key)
+    ]
+    selections = {v: artifacts.read_json(folders[v] / artifacts.K_SELECTION) for v in (old, new)}
+    chosen = {
+        v: next(c for c in s["candidates"] if c["k"] == s["chosen_k"])
+        for v, s in selections.items()
+    }
+    metrics = [("chosen k", selections[old]["chosen_k"], selections[new]["chosen_k"])]
+    metrics += [
+        (name, chosen[old][name], chosen[new][name])
+        for name in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
+    ]
+    assignments = {
+        v: pl.read_parquet(folders[v] / artifacts.ASSIGNMENTS_PARQUET).select(
+            "customer_id", "segment_name"
+        )
+        for v in (old, new)
+    }
+    joined = assignments[old].join(assignments[new], on="customer_id", suffix="_new")
+    if joined.height == 0:
+        raise DataError(f"versions {old} and {new} share no customer ids; nothing to compare")
+    new_segments = pl.read_csv(folders[new] / artifacts.SEGMENTS)["name"].to_list()
+    crosstab = []
+    for name in pl.read_csv(folders[old] / artifacts.SEGMENTS)["name"].to_list():
+        moved = joined.filter(pl.col("segment_name") == name)["segment_name_new"].value_counts()
+        counts = dict(moved.iter_rows())
+        crosstab.append({"segment": name, "counts": [int(counts.get(n, 0)) for n in new_segments]})
+    return Comparison(
+        old=old,
+        new=new,
+        config_changes=changes,
+        metrics=metrics,
+        crosstab=crosstab,
+        new_segments=new_segments,
+        shared_customers=joined.height,
+        adjusted_rand_index=float(
+            adjusted_rand_score(joined["segment_name"], joined["segment_name_new"])
+        ),
+    )
+
+
+def prune(workspace: Workspace, keep: int) -> list[str]:
+    """Remove all but the `keep` newest versions; never the one `latest` points at."""
+    if keep < 1:
+        raise ConfigError("--keep: keep at least 1 version")
+    latest_link = workspace.artifacts / artifacts.LATEST
+    latest = latest_link.resolve().name if latest_link.is_symlink() else None
+    removed = []
+    for entry in list_versions(workspace)[keep:]:
+        version = entry["version"]
+        if version == latest:
+            continue
+        # The manifest goes first: without it the version no longer counts as complete.
+        (workspace.version_dir(version) / artifacts.MANIFEST).unlink()
+        shutil.rmtree(workspace.version_dir(version))
+        shutil.rmtree(workspace.report_dir(version), ignore_errors=True)
+        for page in (workspace.reports / "compare").glob(f"*{version}*.html"):
+            page.unlink()
+        removed.append(version)
+    return removed
+
+
+@dataclass(frozen=True)
+class Verification:
+    version: str
+    recomputed_version: str
+    differing: list[str]
+    """Outputs whose manifest hash, bytes on disk and recomputed bytes do not all agree."""
+    checked: int
+
+
+def verify(workspace: Workspace, version: str) -> Verification:
+    """Recompute a version from its recorded config and data in a scratch folder; compare hashes."""
+    from segmentation.pipeline import execute, open_run
+
+    manifest = artifacts.read_json(workspace.version_dir(version) / artifacts.MANIFEST)
+    recorded = artifacts.output_hashes(workspace.version_dir(version))
+    config = manifest["config"]
+    data_path = workspace.resolve(config["data"]["path"])
+    config["data"] = {
+        "path": str(data_path.resolve()),
+        "url": None,
+        "sha256": manifest["inputs"]["data"]["sha256"],
+    }
+    with tempfile.TemporaryDirectory(prefix="segmentation-verify-") as scratch:
+        scratch_root = Path(scratch)
+        config_path = scratch_root / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        run = open_run(config_path, Workspace(scratch_root), code_root=workspace.root)
+        execute(
+            run,
+            ("report",),
+            progress=lambda _label, _total: lambda _steps: None,
+            on_stage=lambda _o: None,
+        )
+        recomputed = artifacts.output_hashes(run.folder)
+    stated: dict[str, str] = manifest["outputs"]
+    differing = sorted(
+        name
+        for name in set(stated) | set(recorded) | set(recomputed)
+        if not stated.get(name) == recorded.get(name) == recomputed.get(name)
+    )
+    return Verification(
+        version=version, recomputed_version=run.version, differing=differing, checked=len(stated)
+    )
