@@ -195,13 +195,13 @@ def segment_customers(
     population: dict[str, dict[str, float]],
 ) -> Segmentation:
     """Fit the final model at k and describe every segment."""
-    model = fit_kmeans(matrix, k, config)
-    labels = model.labels_
+    fit = fit_kmeans(matrix, k, config)
+    labels = fit.labels
     original_centroids = np.vstack([unscaled[labels == label].mean(axis=0) for label in range(k)])
     mapping = canonical_ids(labels, original_centroids)
     segment_ids = mapping[labels]
     order = np.argsort(mapping)  # order[new_id] = old label
-    centroids = model.cluster_centers_[order]
+    centroids = fit.centers[order]
     original_centroids = original_centroids[order]
 
     profile = profile_segments(customers, segment_ids)
@@ -245,7 +245,7 @@ def segment_customers(
             "n_init": config.n_init,
             "max_iter": config.max_iter,
             "seed": config.seed,
-            "inertia": float(model.inertia_),
+            "inertia": fit.inertia,
         },
     }
     return Segmentation(segments=segments, assignments=assignments, model=model_data)

@@ -34,15 +34,33 @@ class Candidate:
     davies_bouldin: float | None
 
 
-def fit_kmeans(matrix: np.ndarray, k: int, config: ClusterConfig) -> KMeans:
-    """K-Means with k-means++ seeding; every run with the same config gives the same fit."""
-    return KMeans(
-        n_clusters=k,
-        init="k-means++",
-        n_init=config.n_init,
-        max_iter=config.max_iter,
-        random_state=config.seed,
-    ).fit(matrix)
+@dataclass(frozen=True)
+class KMeansFit:
+    labels: np.ndarray
+    centers: np.ndarray
+    inertia: float
+
+
+def fit_kmeans(matrix: np.ndarray, k: int, config: ClusterConfig) -> KMeansFit:
+    """K-Means with k-means++ seeding; every run with the same config gives the same fit.
+
+    Centres and inertia are recomputed from the labels in a fixed order: scikit-learn's own
+    values come from multi-threaded sums whose last bits depend on the number of threads.
+    """
+    labels = (
+        KMeans(
+            n_clusters=k,
+            init="k-means++",
+            n_init=config.n_init,
+            max_iter=config.max_iter,
+            random_state=config.seed,
+        )
+        .fit(matrix)
+        .labels_
+    )
+    centers = np.vstack([matrix[labels == label].mean(axis=0) for label in range(k)])
+    inertia = float(((matrix - centers[labels]) ** 2).sum())
+    return KMeansFit(labels=labels, centers=centers, inertia=inertia)
 
 
 def check_k_range(distinct_points: int, select_k: SelectKConfig, cluster: ClusterConfig) -> None:
@@ -85,12 +103,12 @@ def sweep(
     total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
     candidates = [Candidate(1, total, None, None, None)]
     for k in ks:
-        model = fit_kmeans(matrix, k, cluster)
-        labels = model.labels_
+        fit = fit_kmeans(matrix, k, cluster)
+        labels = fit.labels
         candidates.append(
             Candidate(
                 k=k,
-                inertia=float(model.inertia_),
+                inertia=fit.inertia,
                 silhouette=float(silhouette_score(matrix, labels)),
                 calinski_harabasz=float(calinski_harabasz_score(matrix, labels)),
                 davies_bouldin=float(davies_bouldin_score(matrix, labels)),
