@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +15,10 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from click.testing import CliRunner, Result
 
 from segmentation import prepare
+from segmentation.cli import main
 from segmentation.config import Scaling
 
 # Well-separated groups in (annual_income, spending_score); sizes differ so that the canonical ids
@@ -156,3 +162,119 @@ def _make_project(
 def make_project() -> Callable[..., Path]:
     """Factory: `make_project(root, customers, overrides=None)` -> the config.yaml written."""
     return _make_project
+
+
+# --- a project with versions, shared by the version and cache tests ------------------------------
+
+SMALL_K = {"select_k": {"k_min": 2, "k_max": 4}}
+"""A short k sweep keeps the full runs of these tests quick."""
+REPORT_LINE = re.compile(r"^Report: reports/(\w+)/index\.html$", re.M)
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def _built_version(result: Result) -> str:
+    """The version a `segment run` completed, from the `Report:` line it prints."""
+    assert result.exit_code == 0, result.output
+    match = REPORT_LINE.search(result.stdout)
+    assert match, result.output
+    return match.group(1)
+
+
+def _write_variant(root: Path, name: str, overrides: dict[str, Any]) -> Path:
+    """Write `root/name`: root/config.yaml with some `section: {key: value}` entries changed."""
+    config = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            config[section] = {**config.get(section, {}), **values}
+        else:
+            config[section] = values
+    path = root / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _file_states(root: Path, version: str) -> dict[str, tuple[str, int, int]]:
+    """(SHA-256, mtime in ns, inode) of every file of a version: its artifacts and its report."""
+    states = {}
+    for folder in (root / "artifacts" / version, root / "reports" / version):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                states[path.relative_to(root).as_posix()] = (digest, stat.st_mtime_ns, stat.st_ino)
+    return states
+
+
+@dataclass(frozen=True)
+class VersionedProject:
+    """A project where `segment run` built version `a` (config.yaml), ran again on the same config,
+    then built version `b` (wide.yaml: only visualize.width differs), so `latest` is `b`.
+
+    Shared by every test of the session: read it, never change it; copy it first (`copy_project`).
+    """
+
+    root: Path
+    a: str
+    b: str
+    first: Result
+    rerun: Result
+    wide: Result
+    a_after_first: dict[str, tuple[str, int, int]]
+    a_after_rerun: dict[str, tuple[str, int, int]]
+    a_after_wide: dict[str, tuple[str, int, int]]
+    runs_after_rerun: list[dict[str, Any]]
+    """The lines of artifacts/runs.jsonl right after the rerun of config.yaml."""
+
+
+@pytest.fixture(scope="session")
+def versioned_project(
+    tmp_path_factory: pytest.TempPathFactory, blobs4: pl.DataFrame
+) -> VersionedProject:
+    root = tmp_path_factory.mktemp("versioned")
+    _make_project(root, blobs4, SMALL_K)
+    _write_variant(root, "wide.yaml", {"visualize": {"width": 320}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        first = _invoke("run")
+        a = _built_version(first)
+        a_after_first = _file_states(root, a)
+        rerun = _invoke("run")
+        a_after_rerun = _file_states(root, a)
+        runs_log = (root / "artifacts" / "runs.jsonl").read_text(encoding="utf-8")
+        wide = _invoke("run", "--config", "wide.yaml")
+        b = _built_version(wide)
+    return VersionedProject(
+        root=root,
+        a=a,
+        b=b,
+        first=first,
+        rerun=rerun,
+        wide=wide,
+        a_after_first=a_after_first,
+        a_after_rerun=a_after_rerun,
+        a_after_wide=_file_states(root, a),
+        runs_after_rerun=[json.loads(line) for line in runs_log.splitlines()],
+    )
+
+
+@pytest.fixture
+def copy_project(
+    versioned_project: VersionedProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A private copy of the versioned project (the working folder of the test), free to change.
+
+    The copy holds plain files: hard links between versions and the stage cache are not kept.
+    """
+    root = tmp_path / "project"
+    shutil.copytree(versioned_project.root, root, symlinks=True)
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_variant() -> Callable[[Path, str, dict[str, Any]], Path]:
+    """Factory: `write_variant(root, name, {section: {key: value}})` -> a changed copy of the config."""
+    return _write_variant

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from segmentation import __version__, artifacts, pipeline, versions
 from segmentation.artifacts import Workspace
@@ -154,8 +154,11 @@ def list_versions() -> None:
         console.print("no versions yet: run `make all`")
         return
     table = Table(
-        "version", "created (UTC)", "features", "scaling", "rule", "k", "silhouette", "segments"
-    )
+        # Whole ids, never cut: they are what compare, verify and prune take.
+        Column("version", no_wrap=True, min_width=12),
+        Column("created (UTC)", no_wrap=True, min_width=16),
+        "features", "scaling", "rule", "k", "silhouette", "segments",
+    )  # fmt: skip
     for v in found:
         table.add_row(
             v["version"], v["created"][:16].replace("T", " "), ", ".join(v["features"]),

@@ -112,13 +112,13 @@ def _cache_entry(run: Run, stage: str) -> Path:
 
 def _restore(entry: Path, folder: Path) -> bool:
     """Link a cached stage result into `folder`; False if the entry is damaged or incomplete."""
-    hashes_path = entry / "hashes.json"
-    if not hashes_path.is_file():
-        return False
-    hashes: dict[str, str] = artifacts.read_json(hashes_path)
     files = entry / "files"
-    if artifacts.output_hashes(files, tuple(hashes)) != hashes:
-        return False
+    try:
+        hashes: dict[str, str] = artifacts.read_json(entry / "hashes.json")
+        if artifacts.output_hashes(files, tuple(hashes)) != hashes:
+            return False
+    except (OSError, ValueError, TypeError):
+        return False  # missing, unreadable or malformed: recompute rather than trust it
     for name in hashes:
         artifacts.link_or_copy(files / name, folder / name)
     return True
@@ -168,7 +168,7 @@ def _manifest(
     """Everything needed to trust and reproduce the version; outputs are hashed, never timestamps."""
     return {
         "version": run.version,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
         "inputs": {
             "data": {
                 "path": run.config.data.path,
@@ -202,9 +202,10 @@ def _manifest(
     }
 
 
-def _log_run(run: Run, result: Result) -> None:
+def _log_run(run: Run, result: Result, failed: str | None = None) -> None:
     entry = {
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        "failed": failed,
         "version": run.version,
         "config": str(run.config_path),
         "stages": {
@@ -241,6 +242,7 @@ def execute(
         _log_run(run, result)
         return result
 
+    current = "start"
     staging = artifacts.make_staging_dir(run.workspace.staging, run.version)
     report_staging = artifacts.make_staging_dir(run.workspace.staging, f"{run.version}.report")
     try:
@@ -256,6 +258,7 @@ def execute(
             progress=progress,
         )
         for stage in needed:
+            current = stage
             start = time.perf_counter()
             cached = stage != "report" and not (force and stage in targets)
             if cached and _restore(_cache_entry(run, stage), staging):
@@ -278,6 +281,9 @@ def execute(
             result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
             publish(run.workspace, run.version)
         _log_run(run, result)
+    except BaseException:
+        _log_run(run, result, failed=current)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(report_staging, ignore_errors=True)

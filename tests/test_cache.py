@@ -1,0 +1,315 @@
+"""The stage cache: what invalidates each stage, what a rerun reuses, and how builds stay atomic."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from segmentation.cli import main
+from segmentation.config import Config
+from segmentation.pipeline import stage_keys
+from segmentation.stages import STAGES
+
+if TYPE_CHECKING:
+    from conftest import VersionedProject
+
+ALL = frozenset(STAGES)
+FROM_SELECT_K = frozenset({"select-k", "cluster", "visualize", "report"})
+FROM_VISUALIZE = frozenset({"visualize", "report"})
+REPORT = frozenset({"report"})
+STAGE_LINE = re.compile(r"^\S (\S+)\s+(ran|reused)\s+\d+\.\d+ s", re.M)
+
+WriteVariant = Callable[[Path, str, dict[str, Any]], Path]
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def logged(result: Result) -> dict[str, str]:
+    """Each stage's status as the stage lines on stderr give it."""
+    return dict(STAGE_LINE.findall(result.stderr))
+
+
+def statuses(manifest_or_log_entry: dict[str, Any]) -> dict[str, str]:
+    return {stage: s["status"] for stage, s in manifest_or_log_entry["stages"].items()}
+
+
+def manifest(root: Path, version: str) -> dict[str, Any]:
+    return json.loads((root / "artifacts" / version / "manifest.json").read_text(encoding="utf-8"))
+
+
+def version_of(result: Result) -> str:
+    """The version a run worked on, from its first stderr line (printed before any stage runs)."""
+    match = re.match(r"version (\w+)", result.stderr)
+    assert match, result.output
+    return match.group(1)
+
+
+# --- which stages each config key invalidates (no runs) ----------------------------------------
+
+# (dotted key, another valid value, the stages whose cache key must change)
+INVALIDATION = [
+    ("data.path", "elsewhere/customers.csv", REPORT),
+    ("data.url", "https://example.org/customers.csv", REPORT),
+    ("data.sha256", None, REPORT),
+    ("features", ["age", "annual_income"], ALL),
+    ("scaling", "minmax", ALL),
+    ("prepare.on_invalid", "drop", ALL),
+    ("select_k.k_min", 3, FROM_SELECT_K),
+    ("select_k.k_max", 8, FROM_SELECT_K),
+    ("select_k.rule", "elbow", FROM_SELECT_K),
+    ("cluster.k", 4, FROM_SELECT_K),
+    ("cluster.n_init", 5, FROM_SELECT_K),
+    ("cluster.max_iter", 100, FROM_SELECT_K),
+    ("cluster.seed", 7, FROM_SELECT_K),
+    ("visualize.width", 640, FROM_VISUALIZE),
+    ("visualize.height", 400, FROM_VISUALIZE),
+    ("visualize.png_scale", 1.5, FROM_VISUALIZE),
+    ("visualize.max_points", 1000, FROM_VISUALIZE),
+    ("report.title", "Other title", REPORT),
+]
+DATA_SHA = "a" * 64
+
+
+def leaf_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in data.items():
+        if isinstance(value, dict):
+            keys |= leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def with_value(key: str, value: Any) -> Config:
+    resolved = Config().resolved()
+    *sections, leaf = key.split(".")
+    node = resolved
+    for section in sections:
+        node = node[section]
+    node[leaf] = value
+    return Config.model_validate(resolved)
+
+
+def changed_stages(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {stage for stage in before if before[stage] != after[stage]}
+
+
+def test_the_invalidation_table_covers_every_config_key() -> None:
+    assert {key for key, _, _ in INVALIDATION} == leaf_keys(Config().resolved())
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"), INVALIDATION, ids=[key for key, _, _ in INVALIDATION]
+)
+def test_a_config_key_invalidates_exactly_the_stages_that_depend_on_it(
+    key: str, value: Any, expected: frozenset[str]
+) -> None:
+    config = with_value(key, value)
+    assert config.resolved() != Config().resolved(), "the new value must be a change"
+    before = stage_keys(Config(), DATA_SHA)
+    assert changed_stages(before, stage_keys(config, DATA_SHA)) == expected
+
+
+def test_other_data_invalidates_every_stage() -> None:
+    before = stage_keys(Config(), DATA_SHA)
+    assert changed_stages(before, stage_keys(Config(), "b" * 64)) == ALL
+
+
+# --- a rerun reuses everything ------------------------------------------------------------------
+
+
+def test_the_first_run_runs_every_stage(versioned_project: VersionedProject) -> None:
+    assert logged(versioned_project.first) == dict.fromkeys(STAGES, "ran")
+
+
+def test_a_rerun_builds_the_same_version(versioned_project: VersionedProject) -> None:
+    assert versioned_project.rerun.exit_code == 0, versioned_project.rerun.output
+    assert version_of(versioned_project.rerun) == versioned_project.a
+
+
+def test_a_rerun_logs_every_stage_reused(versioned_project: VersionedProject) -> None:
+    assert logged(versioned_project.rerun) == dict.fromkeys(STAGES, "reused")
+    assert "nothing to compute" in versioned_project.rerun.stderr
+
+
+def test_a_rerun_is_recorded_in_the_runs_log_as_all_reused(
+    versioned_project: VersionedProject,
+) -> None:
+    runs = versioned_project.runs_after_rerun
+    assert len(runs) == 2
+    assert runs[-1]["version"] == versioned_project.a
+    assert statuses(runs[-1]) == dict.fromkeys(STAGES, "reused")
+
+
+def test_a_rerun_leaves_the_version_untouched(versioned_project: VersionedProject) -> None:
+    # Same bytes, same modification times, same inodes: nothing was rewritten.
+    assert versioned_project.a_after_rerun == versioned_project.a_after_first
+
+
+# --- a new version reuses what it can -----------------------------------------------------------
+
+
+def test_a_chart_setting_makes_a_new_version(versioned_project: VersionedProject) -> None:
+    assert versioned_project.b != versioned_project.a
+
+
+def test_a_chart_setting_reruns_only_the_charts_and_the_report(
+    versioned_project: VersionedProject,
+) -> None:
+    expected = {
+        "prepare": "reused",
+        "select-k": "reused",
+        "cluster": "reused",
+        "visualize": "ran",
+        "report": "ran",
+    }
+    assert logged(versioned_project.wide) == expected
+    assert statuses(manifest(versioned_project.root, versioned_project.b)) == expected
+
+
+def test_the_manifest_records_each_stage_key(versioned_project: VersionedProject) -> None:
+    a = manifest(versioned_project.root, versioned_project.a)["stages"]
+    b = manifest(versioned_project.root, versioned_project.b)["stages"]
+    assert {stage for stage in STAGES if a[stage]["key"] != b[stage]["key"]} == FROM_VISUALIZE
+
+
+def test_reused_results_are_the_same_files(versioned_project: VersionedProject) -> None:
+    a = manifest(versioned_project.root, versioned_project.a)["outputs"]
+    b = manifest(versioned_project.root, versioned_project.b)["outputs"]
+    upstream = [name for name in a if not name.startswith("charts/")]
+    assert len(upstream) == 8
+    assert {name: b[name] for name in upstream} == {name: a[name] for name in upstream}
+    assert a["charts/elbow.png"] != b["charts/elbow.png"]
+
+
+def test_a_new_version_leaves_the_old_one_untouched(versioned_project: VersionedProject) -> None:
+    assert versioned_project.a_after_wide == versioned_project.a_after_first
+
+
+def test_the_list_of_versions_shows_both(versioned_project: VersionedProject) -> None:
+    html = (versioned_project.root / "reports" / "index.html").read_text(encoding="utf-8")
+    for version in (versioned_project.a, versioned_project.b):
+        assert f'href="{version}/index.html"' in html
+
+
+def test_other_features_rerun_every_stage(
+    versioned_project: VersionedProject, copy_project: Path, write_variant: WriteVariant
+) -> None:
+    write_variant(copy_project, "other.yaml", {"features": ["spending_score", "annual_income"]})
+    result = invoke("run", "--config", "other.yaml")
+    assert result.exit_code == 0, result.output
+    assert logged(result) == dict.fromkeys(STAGES, "ran")
+    assert version_of(result) not in {versioned_project.a, versioned_project.b}
+
+
+def test_the_versions_outlive_the_cache(
+    versioned_project: VersionedProject, copy_project: Path
+) -> None:
+    # What `make clean` removes: the stage cache and unfinished builds. Complete versions stay
+    # whole, so rerunning their config still computes nothing.
+    shutil.rmtree(copy_project / "artifacts" / ".cache")
+    shutil.rmtree(copy_project / "artifacts" / ".staging")
+    result = invoke("run")
+    assert result.exit_code == 0, result.output
+    assert logged(result) == dict.fromkeys(STAGES, "reused")
+    assert version_of(result) == versioned_project.a
+
+
+# --- --force -------------------------------------------------------------------------------------
+
+
+def test_force_reruns_the_stage_even_when_cached(copy_project: Path) -> None:
+    result = invoke("cluster", "--force")
+    assert result.exit_code == 0, result.output
+    assert logged(result) == {"prepare": "reused", "select-k": "reused", "cluster": "ran"}
+
+
+def test_without_force_the_cached_stage_is_reused(copy_project: Path) -> None:
+    result = invoke("cluster")
+    assert result.exit_code == 0, result.output
+    assert logged(result) == {"prepare": "reused", "select-k": "reused", "cluster": "reused"}
+
+
+# --- damaged cache entries ----------------------------------------------------------------------
+
+
+def _change_a_file(entry: Path) -> None:
+    with (entry / "files" / "segments.csv").open("ab") as handle:
+        handle.write(b"\n")
+
+
+def _delete_a_file(entry: Path) -> None:
+    (entry / "files" / "segments.csv").unlink()
+
+
+def _truncate_the_hashes(entry: Path) -> None:
+    (entry / "hashes.json").write_text("{", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_change_a_file, _delete_a_file, _truncate_the_hashes],
+    ids=["file changed", "file deleted", "hashes unreadable"],
+)
+def test_a_damaged_cache_entry_is_not_reused(
+    versioned_project: VersionedProject,
+    copy_project: Path,
+    write_variant: WriteVariant,
+    damage: Callable[[Path], None],
+) -> None:
+    key = manifest(copy_project, versioned_project.a)["stages"]["cluster"]["key"]
+    damage(copy_project / "artifacts" / ".cache" / "cluster" / key)
+    # A new version that needs the cluster stage's cached result (same key) but not its charts.
+    write_variant(copy_project, "tall.yaml", {"visualize": {"height": 200}})
+    result = invoke("run", "--config", "tall.yaml")
+    assert result.exit_code == 0, result.output
+    assert logged(result) == {
+        "prepare": "reused",
+        "select-k": "reused",
+        "cluster": "ran",
+        "visualize": "ran",
+        "report": "ran",
+    }
+    # Recomputed, not taken from the damaged entry: the same bytes as the version that made it.
+    rebuilt = copy_project / "artifacts" / version_of(result) / "segments.csv"
+    original = copy_project / "artifacts" / versioned_project.a / "segments.csv"
+    assert rebuilt.read_bytes() == original.read_bytes()
+
+
+# --- a failed build leaves nothing behind -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "failing", ["segmentation.cluster.segment_customers", "segmentation.report.render_report"]
+)
+def test_a_failed_build_leaves_no_version_and_keeps_latest(
+    versioned_project: VersionedProject,
+    copy_project: Path,
+    write_variant: WriteVariant,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+) -> None:
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(failing, fail)
+    write_variant(copy_project, "other.yaml", {"cluster": {"n_init": 3}})
+    result = invoke("run", "--config", "other.yaml")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, RuntimeError)
+    version = version_of(result)
+    assert version not in {versioned_project.a, versioned_project.b}
+    assert not (copy_project / "artifacts" / version).exists()
+    assert not (copy_project / "reports" / version).exists()
+    for folder in ("artifacts", "reports"):
+        assert (copy_project / folder / "latest").readlink() == Path(versioned_project.b)
+    assert list((copy_project / "artifacts" / ".staging").iterdir()) == []
