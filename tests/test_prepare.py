@@ -103,7 +103,7 @@ def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
 def test_empty_file_is_a_data_error(write_text: Callable[..., Path], tmp_path: Path) -> None:
     path = tmp_path / "empty.csv"
     path.write_bytes(b"")
-    with pytest.raises(DataError, match="not a readable UTF-8 CSV"):
+    with pytest.raises(DataError, match="the file is empty"):
         prepare.read_customers_csv(path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from segmentation import __version__
+from segmentation.errors import BusyError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -76,6 +78,23 @@ MODEL = "model.json"
 CHARTS = "charts"
 MANIFEST = "manifest.json"
 REPORT = "index.html"
+
+
+@contextlib.contextmanager
+def exclusive(workspace: Workspace) -> Iterator[None]:
+    """Hold the workspace's lock, so two runs never build or prune in the same folder at once."""
+    workspace.artifacts.mkdir(parents=True, exist_ok=True)
+    with (workspace.artifacts / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(
+                f"{workspace.artifacts}: another run is using this folder; wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def chart_index(folder: Path) -> Path:

@@ -32,6 +32,13 @@ class SegmentGroup(click.Group):
         except SegmentationError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            # Disk full, permissions, a vanished folder: say which file, never a traceback.
+            where = f"{exc.filename}: " if exc.filename else ""
+            console.print(
+                f"[bold red]error:[/] {escape(where + (exc.strerror or str(exc)))}", soft_wrap=True
+            )
+            sys.exit(1)
         except KeyboardInterrupt:
             console.print(
                 "[bold red]interrupted:[/] stopped by the user; complete versions are kept"

@@ -5,6 +5,8 @@ Exit codes (also in the README):
   3  the data is invalid (schema, ranges, hash mismatch)
   4  the data is missing and could not be downloaded
   5  `segment verify` found outputs that differ from their manifest
+  6  another run is using the same folder
+  1  a file could not be read or written (disk full, permissions)
 """
 
 
@@ -41,3 +43,9 @@ class VerificationError(SegmentationError):
     """A recomputed version does not match its manifest byte for byte."""
 
     exit_code = 5
+
+
+class BusyError(SegmentationError):
+    """Another run holds the lock on the same artifacts folder."""
+
+    exit_code = 6

@@ -224,6 +224,18 @@ def execute(
     on_stage: Callable[[StageOutcome], None],
     force: bool = False,
 ) -> Result:
+    """Bring the given stages (and the stages they need) up to date, holding the folder's lock."""
+    with artifacts.exclusive(run.workspace):
+        return _execute(run, targets, progress, on_stage, force)
+
+
+def _execute(
+    run: Run,
+    targets: tuple[str, ...],
+    progress: Progress,
+    on_stage: Callable[[StageOutcome], None],
+    force: bool,
+) -> Result:
     """Bring the given stages (and the stages they need) up to date, reusing what is cached.
 
     With `force`, stages run even when a cached result exists. When the report stage is among

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ NUMERIC = ("age", "annual_income", "spending_score")
 LINE = "source_line"
 FEATURE_PREFIX = "feature_"
 GENDERS = ("Female", "Male")
+MAX_INCOME = 1_000_000
+"""Annual incomes above this many k$ (a billion dollars) are taken for data errors."""
 
 # Header spellings seen in the wild, compared after lower-casing and dropping everything
 # that is not a letter or digit ("Annual Income (k$)" -> "annualincomek").
@@ -39,7 +43,9 @@ SCHEMA = pa.DataFrameSchema(
         "customer_id": pa.Column(pl.String, unique=True, nullable=False),
         "gender": pa.Column(pl.String, pa.Check.isin(GENDERS), nullable=False),
         "age": pa.Column(pl.Float64, pa.Check.in_range(0, 120), nullable=False),
-        "annual_income": pa.Column(pl.Float64, pa.Check.ge(0), nullable=False),
+        "annual_income": pa.Column(
+            pl.Float64, [pa.Check.ge(0), pa.Check.le(MAX_INCOME)], nullable=False
+        ),
         "spending_score": pa.Column(pl.Float64, pa.Check.in_range(1, 100), nullable=False),
     },
     name="customers",
@@ -48,6 +54,7 @@ CHECK_WORDS = {
     "isin": "must be Female or Male",
     "in_range": "is out of range",
     "greater_than_or_equal_to": "must not be negative",
+    "less_than_or_equal_to": f"is implausibly large (over {MAX_INCOME:,} k$)",
     "field_uniqueness": "appears more than once",
     "not_nullable": "is missing",
 }
@@ -97,15 +104,73 @@ def _normalise_header(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-def read_customers_csv(path: Path) -> pl.DataFrame:
-    """Read the CSV as text, rename known header variants and number each row by its file line."""
+def _decoded(path: Path) -> bytes:
+    """The file's bytes, refused with file:line:column when they are not UTF-8 text."""
     try:
-        raw = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a CSV file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; make the file readable") from None
+    if not data.strip():
+        raise DataError(
+            f"{path}: the file is empty; expected a header row and one row per customer"
+        )
+    problem = data.find(b"\0")
+    reason = "binary content (a NUL byte), not a CSV file"
+    if problem < 0:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problem = exc.start
+            reason = f"not UTF-8 text (byte 0x{data[problem]:02x}); save the file as UTF-8"
+    if problem >= 0:
+        line = data.count(b"\n", 0, problem) + 1
+        column = problem - data.rfind(b"\n", 0, problem)
+        raise DataError(f"{path}:{line}:{column}: {reason}")
+    return data
+
+
+def _separator(header: str) -> str:
+    """The delimiter of a header line: a comma unless semicolons or tabs are what split it."""
+    counts = {separator: header.count(separator) for separator in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda separator: counts[separator])
+    return best if counts[best] > counts[","] else ","
+
+
+def _ragged_line(text: str, separator: str) -> tuple[int, int, int] | None:
+    """(line, fields, expected) of the first row with more fields than the header."""
+    rows = csv.reader(io.StringIO(text), delimiter=separator)
+    expected = len(next(rows, []))
+    for row in rows:
+        if len(row) > expected:
+            return rows.line_num, len(row), expected
+    return None
+
+
+def read_customers_csv(path: Path) -> pl.DataFrame:
+    """Read the CSV as text, rename known header variants and number each row by its file line.
+
+    Accepts a UTF-8 BOM, Windows line endings and `;`, tab or `|` as delimiters.
+    """
+    data = _decoded(path)
+    text = data.decode("utf-8-sig")
+    separator = _separator(text.split("\n", 1)[0])
+    try:
+        raw = pl.read_csv(io.BytesIO(data), separator=separator, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        ragged = _ragged_line(text, separator)
+        if ragged is not None:
+            line, fields, expected = ragged
+            raise DataError(
+                f"{path}:{line}: {fields} fields where the header has {expected}; fix that row"
+            ) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a readable UTF-8 CSV file ({reason})") from None
+        raise DataError(f"{path}: not a readable CSV file ({reason})") from None
+    if raw.height == 0:
+        raise DataError(f"{path}: a header but no customer rows; add one row per customer")
     renames: dict[str, str] = {}
     for column in raw.columns:
         canonical = HEADER_ALIASES.get(_normalise_header(column))
@@ -288,7 +353,7 @@ def summarise(prepared: Prepared, scaler: Scaler, features: tuple[str, ...]) -> 
             "customer_id present and unique",
             "gender is Female or Male",
             "age a number in 0-120",
-            "annual_income a number >= 0 (k$)",
+            f"annual_income a number from 0 to {MAX_INCOME:,} (k$)",
             "spending_score a number in 1-100",
             "no missing values",
         ],

@@ -145,6 +145,11 @@ def prune(workspace: Workspace, keep: int) -> list[str]:
     """Remove all but the `keep` newest versions; never the one `latest` points at."""
     if keep < 1:
         raise ConfigError("--keep: keep at least 1 version")
+    with artifacts.exclusive(workspace):
+        return _prune(workspace, keep)
+
+
+def _prune(workspace: Workspace, keep: int) -> list[str]:
     latest_link = workspace.artifacts / artifacts.LATEST
     latest = latest_link.resolve().name if latest_link.is_symlink() else None
     removed = []
