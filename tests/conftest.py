@@ -144,7 +144,8 @@ def _make_project(
     config: dict[str, Any] = {
         "data": {"path": "data/customers.csv", "url": None, "sha256": None},
         "features": ["annual_income", "spending_score"],
-        "select_k": {"k_min": 2, "k_max": 6},
+        # Few gap references and resamples: enough to exercise them, quick in every run.
+        "select_k": {"k_min": 2, "k_max": 6, "gap_references": 5, "bootstrap": 5},
         "cluster": {"n_init": 4},
         "visualize": {"width": 200, "height": 150, "png_scale": 1.0},
     }
@@ -166,7 +167,7 @@ def make_project() -> Callable[..., Path]:
 
 # --- a project with versions, shared by the version and cache tests ------------------------------
 
-SMALL_K = {"select_k": {"k_min": 2, "k_max": 4}}
+SMALL_K = {"select_k": {"k_min": 2, "k_max": 4, "gap_references": 5, "bootstrap": 5}}
 """A short k sweep keeps the full runs of these tests quick."""
 REPORT_LINE = re.compile(r"^Report: reports/(\w+)/index\.html$", re.M)
 

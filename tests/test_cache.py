@@ -66,6 +66,8 @@ INVALIDATION = [
     ("select_k.k_min", 3, FROM_SELECT_K),
     ("select_k.k_max", 8, FROM_SELECT_K),
     ("select_k.rule", "elbow", FROM_SELECT_K),
+    ("select_k.gap_references", 30, FROM_SELECT_K),
+    ("select_k.bootstrap", 80, FROM_SELECT_K),
     ("cluster.k", 4, FROM_SELECT_K),
     ("cluster.n_init", 5, FROM_SELECT_K),
     ("cluster.max_iter", 100, FROM_SELECT_K),

@@ -168,6 +168,9 @@ def test_k_selection_scores_every_candidate(project: Project) -> None:
             "silhouette",
             "calinski_harabasz",
             "davies_bouldin",
+            "gap",
+            "gap_se",
+            "stability",
         }
 
 

@@ -16,13 +16,13 @@ from segmentation.cluster import (
     MODEL_FORMAT,
     Segmentation,
     assign_segments,
-    canonical_ids,
     name_segments,
     profile_segments,
     segment_customers,
     suggest_actions,
 )
 from segmentation.config import ClusterConfig
+from segmentation.kmeans import canonical_ids
 
 FAST = ClusterConfig(n_init=4)
 POPULATION = {

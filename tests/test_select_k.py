@@ -149,6 +149,8 @@ def test_each_criterion_choice_is_recorded() -> None:
         "elbow": 3,
         "calinski_harabasz": 7,
         "davies_bouldin": 3,
+        "gap": None,
+        "stability": None,
     }
 
 
@@ -175,6 +177,9 @@ def test_selection_lists_every_candidate_with_its_scores() -> None:
         "silhouette": 0.5,
         "calinski_harabasz": 10.0,
         "davies_bouldin": 1.0,
+        "gap": None,
+        "gap_se": None,
+        "stability": None,
     }
 
 

@@ -101,7 +101,14 @@ def _run(config_path: Path, targets: tuple[str, ...], force: bool) -> None:
     run = pipeline.open_run(config_path, _workspace())
     console.print(f"version {run.version}  (config {config_path}, data {_shown(run.raw.path)})")
     with _progress() as progress:
-        result = pipeline.execute(run, targets, progress, _stage_line, force=force)
+        result = pipeline.execute(
+            run,
+            targets,
+            progress,
+            _stage_line,
+            force=force,
+            log=lambda line: console.print(f"  [dim]{escape(line)}[/]", soft_wrap=True),
+        )
     ran = sum(outcome.status == "ran" for outcome in result.outcomes)
     work = f"{ran} stage(s) ran" if ran else "nothing to compute"
     console.print(f"done in {time.perf_counter() - started:.1f} s ({work}); version {run.version}")

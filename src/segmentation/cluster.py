@@ -10,8 +10,8 @@ import polars as pl
 from sklearn.metrics import silhouette_samples
 
 from segmentation.config import ClusterConfig
+from segmentation.kmeans import canonical_ids, fit_kmeans
 from segmentation.prepare import NUMERIC, Scaler
-from segmentation.select_k import fit_kmeans
 
 MODEL_FORMAT = "segmentation-model/1"
 LEVEL_THRESHOLD = 0.5
@@ -74,20 +74,6 @@ def _level(z: float, fine: bool = False) -> int:
     if abs(z) >= LEVEL_THRESHOLD:
         return 1 if z > 0 else -1
     return 0
-
-
-def canonical_ids(labels: np.ndarray, original_centroids: np.ndarray) -> np.ndarray:
-    """Map K-Means labels to ids ordered by size (largest first), ties by centroid values.
-
-    This order depends only on the segments themselves, not on K-Means' label permutation.
-    """
-    k = original_centroids.shape[0]
-    sizes = np.bincount(labels, minlength=k)
-    order = sorted(range(k), key=lambda label: (-sizes[label], *original_centroids[label].round(9)))
-    mapping = np.empty(k, dtype=np.int64)
-    for new_id, label in enumerate(order):
-        mapping[label] = new_id
-    return mapping
 
 
 def profile_segments(customers: pl.DataFrame, segment_ids: np.ndarray) -> pl.DataFrame:

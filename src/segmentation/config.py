@@ -32,6 +32,11 @@ class Scaling(StrEnum):
 class KRule(StrEnum):
     SILHOUETTE = "silhouette"
     ELBOW = "elbow"
+    GAP = "gap"
+    CALINSKI_HARABASZ = "calinski_harabasz"
+    DAVIES_BOULDIN = "davies_bouldin"
+    STABILITY = "stability"
+    VOTE = "vote"
 
 
 class _Section(BaseModel):
@@ -62,6 +67,8 @@ class SelectKConfig(_Section):
     k_min: int = Field(default=2, ge=2)
     k_max: int = Field(default=10, ge=2)
     rule: KRule = Field(default=KRule.SILHOUETTE, strict=False)
+    gap_references: int = Field(default=20, ge=2, le=1000)
+    bootstrap: int = Field(default=50, ge=2, le=1000)
 
     @model_validator(mode="after")
     def _ordered(self) -> SelectKConfig:

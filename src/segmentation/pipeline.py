@@ -223,10 +223,11 @@ def execute(
     progress: Progress,
     on_stage: Callable[[StageOutcome], None],
     force: bool = False,
+    log: Callable[[str], None] = lambda _line: None,
 ) -> Result:
     """Bring the given stages (and the stages they need) up to date, holding the folder's lock."""
     with artifacts.exclusive(run.workspace):
-        return _execute(run, targets, progress, on_stage, force)
+        return _execute(run, targets, progress, on_stage, force, log)
 
 
 def _execute(
@@ -235,6 +236,7 @@ def _execute(
     progress: Progress,
     on_stage: Callable[[StageOutcome], None],
     force: bool,
+    log: Callable[[str], None],
 ) -> Result:
     """Bring the given stages (and the stages they need) up to date, reusing what is cached.
 
@@ -268,6 +270,7 @@ def _execute(
             report_folder=report_staging,
             git=git,
             progress=progress,
+            log=log,
         )
         for stage in needed:
             current = stage

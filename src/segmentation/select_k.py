@@ -1,28 +1,66 @@
-"""Stage 2, select-k: sweep k, score each solution, and choose k by the configured rule."""
+"""Stage 2, select-k: sweep k, gather every criterion's evidence, and choose k by the configured rule.
+
+Criteria: inertia (its knee, by kneed), silhouette, Calinski-Harabasz, Davies-Bouldin, the gap
+statistic (Tibshirani, Walther & Hastie 2001) and bootstrap stability (as fpc::clusterboot).
+Fits run in parallel threads with one BLAS/OpenMP thread each: no oversubscription, and results
+that do not depend on the number of cores.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
+import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
+from joblib import Parallel, delayed
 from kneed import KneeLocator
-from sklearn.cluster import KMeans
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
+from threadpoolctl import threadpool_limits
 
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.errors import ConfigError
+from segmentation.kmeans import canonical_ids, fit_kmeans
 
+T = TypeVar("T")
 # Scores are rounded before comparing so that ties do not hinge on the last floating-point bit.
 TIE_DECIMALS = 10
+CRITERIA = ("silhouette", "elbow", "gap", "calinski_harabasz", "davies_bouldin", "stability")
 CRITERIA_LABELS = {
     "silhouette": "silhouette (highest)",
     "elbow": "elbow of the inertia curve",
+    "gap": "gap statistic (1-SE rule)",
     "calinski_harabasz": "Calinski-Harabasz (highest)",
     "davies_bouldin": "Davies-Bouldin (lowest)",
+    "stability": "bootstrap stability (highest mean ARI)",
 }
+# fpc::clusterboot's reading of a segment's mean Jaccard similarity across resamples.
+STABILITY_CLASSES = (
+    (0.85, "highly stable"),
+    (0.75, "stable"),
+    (0.6, "doubtful"),
+    (0.0, "unstable"),
+)
+# Independent random streams for the gap references and the bootstrap resamples.
+GAP_STREAM, BOOTSTRAP_STREAM = 1, 2
+
+Done = Callable[[int, float], None]
+"""Called after each fit with its k and the seconds it took."""
+
+
+def _ignore(_k: int, _seconds: float) -> None:
+    """A `Done` callback for callers that do not track progress."""
 
 
 @dataclass(frozen=True)
@@ -32,35 +70,10 @@ class Candidate:
     silhouette: float | None
     calinski_harabasz: float | None
     davies_bouldin: float | None
-
-
-@dataclass(frozen=True)
-class KMeansFit:
-    labels: np.ndarray
-    centers: np.ndarray
-    inertia: float
-
-
-def fit_kmeans(matrix: np.ndarray, k: int, config: ClusterConfig) -> KMeansFit:
-    """K-Means with k-means++ seeding; every run with the same config gives the same fit.
-
-    Centres and inertia are recomputed from the labels in a fixed order: scikit-learn's own
-    values come from multi-threaded sums whose last bits depend on the number of threads.
-    """
-    labels = (
-        KMeans(
-            n_clusters=k,
-            init="k-means++",
-            n_init=config.n_init,
-            max_iter=config.max_iter,
-            random_state=config.seed,
-        )
-        .fit(matrix)
-        .labels_
-    )
-    centers = np.vstack([matrix[labels == label].mean(axis=0) for label in range(k)])
-    inertia = float(((matrix - centers[labels]) ** 2).sum())
-    return KMeansFit(labels=labels, centers=centers, inertia=inertia)
+    gap: float | None = None
+    gap_se: float | None = None
+    stability: float | None = None
+    """Mean adjusted Rand index between bootstrap fits and the full-data fit."""
 
 
 def check_k_range(distinct_points: int, select_k: SelectKConfig, cluster: ClusterConfig) -> None:
@@ -68,8 +81,8 @@ def check_k_range(distinct_points: int, select_k: SelectKConfig, cluster: Cluste
     limit = distinct_points - 1
     if limit < 2:
         raise ConfigError(
-            f"features: only {distinct_points} distinct customer(s) in feature space, too few to compare "
-            "segments (at least 3 are needed); add features or data",
+            f"features: only {distinct_points} distinct customer(s) in feature space, too few to "
+            "compare segments (at least 3 are needed); add features or data",
             key="features",
         )
     for key, value in (
@@ -93,30 +106,202 @@ def sweep_range(select_k: SelectKConfig, cluster: ClusterConfig) -> range:
     return range(low, high + 1)
 
 
+def _parallel(tasks: list[Callable[[], T]], n_jobs: int | None) -> list[T]:
+    """Run tasks in threads, each limited to one BLAS/OpenMP thread; results in task order."""
+    jobs = n_jobs or os.cpu_count() or 1
+    with threadpool_limits(limits=1):
+        if jobs == 1 or len(tasks) == 1:
+            return [task() for task in tasks]
+        results: list[T] = Parallel(n_jobs=jobs, backend="threading")(
+            delayed(task)() for task in tasks
+        )
+        return results
+
+
+def _total_inertia(matrix: np.ndarray) -> float:
+    return float(((matrix - matrix.mean(axis=0)) ** 2).sum())
+
+
+def _score(matrix: np.ndarray, k: int, cluster: ClusterConfig) -> tuple[Candidate, np.ndarray]:
+    fit = fit_kmeans(matrix, k, cluster)
+    candidate = Candidate(
+        k=k,
+        inertia=fit.inertia,
+        silhouette=float(silhouette_score(matrix, fit.labels)),
+        calinski_harabasz=float(calinski_harabasz_score(matrix, fit.labels)),
+        davies_bouldin=float(davies_bouldin_score(matrix, fit.labels)),
+    )
+    return candidate, fit.labels
+
+
+def _sweep_with_labels(
+    matrix: np.ndarray, ks: range, cluster: ClusterConfig, done: Done, n_jobs: int | None
+) -> tuple[list[Candidate], dict[int, np.ndarray]]:
+    def task(k: int) -> Callable[[], tuple[Candidate, np.ndarray]]:
+        def run() -> tuple[Candidate, np.ndarray]:
+            started = time.perf_counter()
+            result = _score(matrix, k, cluster)
+            done(k, time.perf_counter() - started)
+            return result
+
+        return run
+
+    scored = _parallel([task(k) for k in ks], n_jobs)
+    candidates = [Candidate(1, _total_inertia(matrix), None, None, None)]
+    candidates += [candidate for candidate, _ in scored]
+    return candidates, {candidate.k: labels for candidate, labels in scored}
+
+
 def sweep(
     matrix: np.ndarray,
     ks: range,
     cluster: ClusterConfig,
     on_k: Callable[[int], None] | None = None,
+    n_jobs: int | None = None,
 ) -> list[Candidate]:
     """Score K-Means for each k; k=1 gets its inertia only, for the elbow."""
-    total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
-    candidates = [Candidate(1, total, None, None, None)]
-    for k in ks:
-        fit = fit_kmeans(matrix, k, cluster)
-        labels = fit.labels
-        candidates.append(
-            Candidate(
-                k=k,
-                inertia=fit.inertia,
-                silhouette=float(silhouette_score(matrix, labels)),
-                calinski_harabasz=float(calinski_harabasz_score(matrix, labels)),
-                davies_bouldin=float(davies_bouldin_score(matrix, labels)),
-            )
-        )
-        if on_k is not None:
+    candidates, _ = _sweep_with_labels(matrix, ks, cluster, _ignore, n_jobs)
+    if on_k is not None:
+        for k in ks:
             on_k(k)
     return candidates
+
+
+def reference_sets(matrix: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
+    """Uniform samples over the box aligned with the data's principal components (Tibshirani 2001)."""
+    center = matrix.mean(axis=0)
+    with threadpool_limits(limits=1):  # a single-threaded SVD gives the same bits on any machine
+        _, _, axes = np.linalg.svd(matrix - center, full_matrices=False)
+    rotated = (matrix - center) @ axes.T
+    low, high = rotated.min(axis=0), rotated.max(axis=0)
+    return [
+        np.random.default_rng([seed, GAP_STREAM, b]).uniform(low, high, size=rotated.shape) @ axes
+        + center
+        for b in range(count)
+    ]
+
+
+def gap_statistic(
+    matrix: np.ndarray,
+    candidates: list[Candidate],
+    cluster: ClusterConfig,
+    references: int,
+    done: Done = _ignore,
+    n_jobs: int | None = None,
+) -> list[Candidate]:
+    """Add gap(k) = E*[log W_k] - log W_k and its standard error s_k = sd_k * sqrt(1 + 1/B)."""
+    reference = reference_sets(matrix, references, cluster.seed)
+
+    def task(b: int, k: int) -> Callable[[], float]:
+        def run() -> float:
+            started = time.perf_counter()
+            inertia = (
+                _total_inertia(reference[b])
+                if k == 1
+                else fit_kmeans(reference[b], k, cluster).inertia
+            )
+            done(k, time.perf_counter() - started)
+            return float(np.log(inertia))
+
+        return run
+
+    ks = [c.k for c in candidates]
+    logs = _parallel([task(b, k) for b in range(references) for k in ks], n_jobs)
+    table = np.asarray(logs).reshape(references, len(ks))
+    return [
+        replace(
+            candidate,
+            gap=float(table[:, i].mean() - np.log(candidate.inertia)),
+            gap_se=float(table[:, i].std() * np.sqrt(1 + 1 / references)),
+        )
+        for i, candidate in enumerate(candidates)
+    ]
+
+
+def gap_choices(candidates: list[Candidate]) -> dict[str, int]:
+    """k by Tibshirani's 1-SE rule (the smallest k with gap(k) >= gap(k+1) - s(k+1)) and by the maximum."""
+    scored = [c for c in candidates if c.gap is not None and c.gap_se is not None]
+    gaps = [(c.k, float(c.gap or 0.0), float(c.gap_se or 0.0)) for c in scored]
+    one_se = next(
+        (
+            k
+            for (k, gap, _), (_, next_gap, next_se) in itertools.pairwise(gaps)
+            if gap >= next_gap - next_se
+        ),
+        scored[-1].k,
+    )
+    return {"one_se": one_se, "global_max": _best(scored, "gap", highest=True)}
+
+
+@dataclass(frozen=True)
+class Stability:
+    mean_ari: dict[int, float]
+    jaccard: dict[int, list[float | None]]
+    """Per k, each full-data label's mean Jaccard similarity with its best bootstrap match."""
+
+
+def bootstrap_stability(
+    matrix: np.ndarray,
+    labels: dict[int, np.ndarray],
+    cluster: ClusterConfig,
+    resamples: int,
+    done: Done = _ignore,
+    n_jobs: int | None = None,
+) -> Stability:
+    """Refit on bootstrap resamples and compare with the full-data fit on the resampled customers."""
+    n = matrix.shape[0]
+    draws = [
+        np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b]).integers(0, n, n)
+        for b in range(resamples)
+    ]
+
+    def task(b: int, k: int) -> Callable[[], tuple[float, list[float | None]]]:
+        def run() -> tuple[float, list[float | None]]:
+            started = time.perf_counter()
+            rows = draws[b]
+            boot = fit_kmeans(matrix[rows], k, cluster).labels
+            full = labels[k][rows]
+            # Jaccard on the distinct customers drawn (duplicates always share a label).
+            distinct, first = np.unique(rows, return_index=True)
+            full_d, boot_d = labels[k][distinct], boot[first]
+            jaccard: list[float | None] = []
+            for label in range(k):
+                members = full_d == label
+                if not members.any():
+                    jaccard.append(None)
+                    continue
+                jaccard.append(
+                    max(
+                        float(
+                            (members & (boot_d == other)).sum()
+                            / (members | (boot_d == other)).sum()
+                        )
+                        for other in range(k)
+                    )
+                )
+            done(k, time.perf_counter() - started)
+            return float(adjusted_rand_score(full, boot)), jaccard
+
+        return run
+
+    ks = sorted(labels)
+    results = _parallel([task(b, k) for b in range(resamples) for k in ks], n_jobs)
+    mean_ari: dict[int, float] = {}
+    jaccard: dict[int, list[float | None]] = {}
+    for i, k in enumerate(ks):
+        per_k = results[i :: len(ks)]
+        mean_ari[k] = float(np.mean([ari for ari, _ in per_k]))
+        jaccard[k] = []
+        for label in range(k):
+            values = [value for _, j in per_k if (value := j[label]) is not None]
+            jaccard[k].append(float(np.mean(values)) if values else None)
+    return Stability(mean_ari=mean_ari, jaccard=jaccard)
+
+
+def stability_class(jaccard: float) -> str:
+    return next(
+        name for threshold, name in STABILITY_CLASSES if jaccard > threshold or threshold == 0.0
+    )
 
 
 def find_knee(candidates: list[Candidate]) -> int | None:
@@ -138,41 +323,181 @@ def _best(candidates: list[Candidate], score: str, highest: bool) -> int:
     return max(scored, key=lambda c: sign * round(getattr(c, score), TIE_DECIMALS)).k
 
 
-def choose_k(candidates: list[Candidate], rule: KRule, fixed_k: int | None) -> dict[str, Any]:
-    """Each criterion's choice, the chosen k and a plain-words account of any disagreement."""
+def _by_silhouette(candidates: list[Candidate], ks: list[int]) -> int:
+    """Among tied ks, the one with the highest silhouette (k=1 has none and comes last)."""
+    silhouettes = {c.k: c.silhouette for c in candidates}
+    return max(ks, key=lambda k: (round(silhouettes.get(k) or -2.0, TIE_DECIMALS), -k))
+
+
+def _stability_choice(candidates: list[Candidate]) -> int | None:
+    scored = [c for c in candidates if c.stability is not None]
+    if not scored:
+        return None
+    best = max(round(c.stability or 0.0, TIE_DECIMALS) for c in scored)
+    tied = [c.k for c in scored if round(c.stability or 0.0, TIE_DECIMALS) == best]
+    return _by_silhouette(candidates, tied)
+
+
+def vote(choices: dict[str, int | None], candidates: list[Candidate]) -> int:
+    """The k most criteria choose; a tie goes to the tied k with the highest silhouette."""
+    counts = Counter(k for k in choices.values() if k is not None)
+    most = max(counts.values())
+    return _by_silhouette(candidates, sorted(k for k, n in counts.items() if n == most))
+
+
+def _confidence(
+    choices: dict[str, int | None], chosen: int, segment_jaccard: list[float] | None
+) -> dict[str, Any]:
+    """How far the evidence backs the chosen k, in words an analyst can pass on."""
+    counted = {name: k for name, k in choices.items() if k is not None}
+    backing = sorted(name for name, k in counted.items() if k == chosen)
+    parts = [f"{len(backing)} of {len(counted)} criteria choose k={chosen}"]
+    stable = None
+    if segment_jaccard:
+        weakest = min(segment_jaccard)
+        stable = weakest > 0.75
+        parts.append(
+            f"every segment is stable under resampling (lowest mean Jaccard {weakest:.2f})"
+            if stable
+            else f"at least one segment is {stability_class(weakest)} under resampling "
+            f"(lowest mean Jaccard {weakest:.2f})"
+        )
+    if len(backing) * 2 > len(counted) and stable is not False:
+        level = "high"
+    elif (len(backing) * 3 >= len(counted) and stable is not False) or stable:
+        level = "moderate"
+    else:
+        level = "low"
+    meaning = {
+        "high": "the segments are a sound basis for targeting.",
+        "moderate": "the segments are usable, but treat the number of segments as a judgement call.",
+        "low": "treat the segments as exploratory; another k or other features may fit better.",
+    }[level]
+    return {"level": level, "backing": backing, "explanation": f"{'; '.join(parts)}: {meaning}"}
+
+
+def choose_k(
+    candidates: list[Candidate],
+    rule: KRule,
+    fixed_k: int | None,
+    segment_jaccard: dict[int, list[float | None]] | None = None,
+) -> dict[str, Any]:
+    """Each criterion's choice, the chosen k and a plain-words account of agreement and confidence.
+
+    `segment_jaccard` gives, per k, each full-data label's mean Jaccard (bootstrap stability).
+    """
     knee = find_knee(candidates)
+    has_gap = any(c.gap is not None for c in candidates)
+    gap = gap_choices(candidates) if has_gap else None
     choices: dict[str, int | None] = {
         "silhouette": _best(candidates, "silhouette", highest=True),
         "elbow": knee,
+        "gap": gap["one_se"] if gap else None,
         "calinski_harabasz": _best(candidates, "calinski_harabasz", highest=True),
         "davies_bouldin": _best(candidates, "davies_bouldin", highest=False),
+        "stability": _stability_choice(candidates),
     }
     notes: list[str] = []
+    wanted: int | None
     if fixed_k is not None:
-        chosen, rule_used = fixed_k, "fixed"
+        wanted, rule_used = fixed_k, "fixed"
         notes.append(
-            f"k={fixed_k} was fixed by cluster.k; the criteria below were not used to choose it."
+            f"k={fixed_k} was fixed by cluster.k; the criteria were not used to choose it."
         )
-    elif rule is KRule.ELBOW and knee is None:
-        chosen, rule_used = int(choices["silhouette"] or 0), KRule.SILHOUETTE.value
-        notes.append("The inertia curve has no clear knee, so k was chosen by silhouette instead.")
+    elif rule is KRule.VOTE:
+        wanted, rule_used = vote(choices, candidates), rule.value
     else:
-        chosen, rule_used = int(choices[rule.value] or 0), rule.value
+        wanted, rule_used = choices[rule.value], rule.value
+    if wanted is None or wanted == 1:
+        why = (
+            "the inertia curve has no clear knee"
+            if wanted is None
+            else "it finds no cluster structure (k=1)"
+        )
+        notes.append(
+            f"The {rule_used} rule cannot be followed: {why}; k was chosen by silhouette instead."
+        )
+        wanted, rule_used = choices["silhouette"], KRule.SILHOUETTE.value
+    chosen = int(wanted or 0)
     if knee is None:
         notes.append("The inertia curve has no clear knee (kneed found none).")
+    if choices["gap"] == 1:
+        notes.append(
+            "The gap statistic's 1-SE rule says k=1: by that test the data shows no clear cluster structure."
+        )
     found = {name: k for name, k in choices.items() if k is not None}
     if len(set(found.values())) == 1:
         agreement = f"All criteria agree on k={next(iter(found.values()))}."
     else:
         listed = ", ".join(f"{CRITERIA_LABELS[name]} -> k={k}" for name, k in found.items())
         agreement = f"The criteria disagree: {listed}."
+    chosen_jaccard = (segment_jaccard or {}).get(chosen)
     return {
         "chosen_k": chosen,
         "rule": rule_used,
         "knee_k": knee,
         "choices": choices,
+        "gap_choices": gap,
         "criteria_agree": len(set(found.values())) == 1,
         "agreement": agreement,
+        "confidence": _confidence(
+            choices, chosen, [j for j in chosen_jaccard or [] if j is not None]
+        ),
         "notes": notes,
         "candidates": [asdict(c) for c in candidates],
     }
+
+
+def evaluate(
+    matrix: np.ndarray,
+    unscaled: np.ndarray,
+    select_k: SelectKConfig,
+    cluster: ClusterConfig,
+    progress: Callable[[str, int], Callable[[int], None]],
+    log: Callable[[str], None] = lambda _line: None,
+    n_jobs: int | None = None,
+) -> dict[str, Any]:
+    """Every criterion for every k, then the choice: the whole select-k stage on a feature matrix."""
+    ks = sweep_range(select_k, cluster)
+    fits = len(ks) + select_k.gap_references * (len(ks) + 1) + select_k.bootstrap * len(ks)
+    advance = progress("k sweep, gap statistic, bootstrap", fits)
+    seconds: dict[int, float] = dict.fromkeys([1, *ks], 0.0)
+    lock = threading.Lock()
+
+    def done(k: int, elapsed: float) -> None:
+        with lock:
+            seconds[k] += elapsed
+        advance(1)
+
+    candidates, labels = _sweep_with_labels(matrix, ks, cluster, done, n_jobs)
+    candidates = gap_statistic(matrix, candidates, cluster, select_k.gap_references, done, n_jobs)
+    stability = bootstrap_stability(matrix, labels, cluster, select_k.bootstrap, done, n_jobs)
+    log(
+        "fit time per k (sweep, gap references, bootstrap): "
+        + ", ".join(f"k={k} {value:.2f} s" for k, value in seconds.items())
+    )
+    candidates = [
+        replace(c, stability=stability.mean_ari.get(c.k)) if c.k in stability.mean_ari else c
+        for c in candidates
+    ]
+    selection = choose_k(candidates, select_k.rule, cluster.k, stability.jaccard)
+    chosen = selection["chosen_k"]
+    # Report each segment's stability under the ids the cluster stage will give it.
+    chosen_labels = labels[chosen]
+    centroids = np.vstack(
+        [unscaled[chosen_labels == label].mean(axis=0) for label in range(chosen)]
+    )
+    mapping = canonical_ids(chosen_labels, centroids)
+    per_segment = {
+        str(int(mapping[label])): value for label, value in enumerate(stability.jaccard[chosen])
+    }
+    selection["stability"] = {
+        "resamples": select_k.bootstrap,
+        "per_segment_jaccard": dict(sorted(per_segment.items(), key=lambda item: int(item[0]))),
+        "per_segment_class": {
+            segment: None if value is None else stability_class(value)
+            for segment, value in sorted(per_segment.items(), key=lambda item: int(item[0]))
+        },
+    }
+    selection["gap_references"] = select_k.gap_references
+    return selection

@@ -43,6 +43,8 @@ class StageContext:
     report_folder: Path
     git: dict[str, Any]
     progress: Progress
+    log: Callable[[str], None]
+    """Detail lines for the user (per-k timings, for one), not part of any output."""
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -99,11 +101,15 @@ def _select_k(ctx: StageContext) -> str:
     except ConfigError as exc:
         where = locate(ctx.config_path, exc.key) if exc.key else str(ctx.config_path)
         raise ConfigError(f"{where}: {exc}") from None
-    matrix = prepare.feature_matrix(pl.read_parquet(ctx.path(artifacts.PREPARED)))
-    ks = select_k.sweep_range(config.select_k, config.cluster)
-    advance = ctx.progress("k sweep", len(ks))
-    candidates = select_k.sweep(matrix, ks, config.cluster, on_k=lambda _k: advance(1))
-    selection = select_k.choose_k(candidates, config.select_k.rule, config.cluster.k)
+    frame = pl.read_parquet(ctx.path(artifacts.PREPARED))
+    selection = select_k.evaluate(
+        matrix=prepare.feature_matrix(frame),
+        unscaled=prepare.unscaled_matrix(frame, config.features),
+        select_k=config.select_k,
+        cluster=config.cluster,
+        progress=ctx.progress,
+        log=ctx.log,
+    )
     artifacts.write_json(ctx.path(artifacts.K_SELECTION), selection)
     chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
     return f"k={selection['chosen_k']} ({selection['rule']}), silhouette {chosen['silhouette']:.3f}"
@@ -266,7 +272,15 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="select-k",
-            params=("select_k.k_min", "select_k.k_max", "select_k.rule", *CLUSTER_PARAMS),
+            params=(
+                "features",
+                "select_k.k_min",
+                "select_k.k_max",
+                "select_k.rule",
+                "select_k.gap_references",
+                "select_k.bootstrap",
+                *CLUSTER_PARAMS,
+            ),
             upstream=("prepare",),
             outputs=(artifacts.K_SELECTION,),
             reads_data=False,
