@@ -19,7 +19,20 @@ SCALING_WORDS = {
 RULE_WORDS = {
     "silhouette": "the k with the highest mean silhouette (ties go to the smaller k)",
     "elbow": "the knee of the inertia curve, found by kneed",
+    "gap": "the gap statistic's 1-SE rule (the smallest k whose gap is within one standard error of the next)",
+    "calinski_harabasz": "the k with the highest Calinski-Harabasz index",
+    "davies_bouldin": "the k with the lowest Davies-Bouldin index",
+    "stability": "the k whose segments are found most consistently across bootstrap resamples",
+    "vote": "the k most criteria choose (a tie goes to the higher silhouette)",
     "fixed": "fixed in the config (cluster.k)",
+}
+CRITERIA = {
+    "silhouette": "Silhouette: how much closer customers are to their own segment than to the next",
+    "elbow": "Elbow: where adding a segment stops reducing the spread much",
+    "gap": "Gap statistic: how much tighter the segments are than in structureless data (1-SE rule)",
+    "calinski_harabasz": "Calinski-Harabasz: spread between segments against spread within them",
+    "davies_bouldin": "Davies-Bouldin: how similar each segment is to its nearest neighbour (lower is better)",
+    "stability": "Bootstrap stability: how consistently resampled data gives the same segments",
 }
 
 
@@ -69,6 +82,7 @@ def render_report(inputs: ReportInputs) -> str:
             charts=charts,
             scaling_words=SCALING_WORDS[inputs.config["scaling"]],
             rule_words=RULE_WORDS[selection["rule"]],
+        criteria=CRITERIA,
             config_yaml=yaml.safe_dump(inputs.config, sort_keys=False),
         )
     )

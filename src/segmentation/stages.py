@@ -161,6 +161,13 @@ def build_charts(ctx: StageContext) -> list[RenderedChart]:
     charts: list[tuple[str, str, Any]] = [
         ("elbow", "Elbow", visualize.elbow_chart(selection, size)),
         ("criteria", "Criteria against k", visualize.criteria_chart(selection, size)),
+        ("gap", "Gap statistic", visualize.gap_chart(selection, size)),
+        ("stability", "Bootstrap stability", visualize.stability_chart(selection, size)),
+        (
+            "jaccard",
+            "Stability of each segment",
+            visualize.jaccard_chart(selection, segments, size),
+        ),
         (
             "silhouette",
             "Silhouette per customer",

@@ -132,6 +132,130 @@ def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.To
     )
 
 
+def gap_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
+    """Gap statistic against k with one-standard-error bars; the 1-SE choice marked."""
+    rows = (
+        pl.DataFrame(k_selection["candidates"])
+        .select("k", "gap", "gap_se")
+        .with_columns(
+            (pl.col("gap") - pl.col("gap_se")).alias("low"),
+            (pl.col("gap") + pl.col("gap_se")).alias("high"),
+        )
+    )
+    choices = k_selection["gap_choices"]
+    base = alt.Chart(rows).encode(
+        x=alt.X("k:Q", title="Number of segments k", axis=alt.Axis(tickMinStep=1))
+    )
+    layers = [
+        base.mark_errorbar(ticks=True).encode(
+            y=alt.Y("low:Q", title="Gap (with one standard error)", scale=alt.Scale(zero=False)),
+            y2="high:Q",
+        ),
+        base.mark_line(point=True).encode(
+            y="gap:Q",
+            tooltip=[
+                "k",
+                alt.Tooltip("gap:Q", format=".3f"),
+                alt.Tooltip("gap_se:Q", format=".3f"),
+            ],
+        ),
+        alt.Chart(rows.filter(pl.col("k") == choices["one_se"]))
+        .mark_point(size=220, shape="diamond", filled=True, color=KNEE_COLOR)
+        .encode(x="k:Q", y="gap:Q"),
+        _chosen_rule(k_selection["chosen_k"]),
+    ]
+    subtitle = (
+        f"1-SE rule: k={choices['one_se']} (diamond); highest gap: k={choices['global_max']}; "
+        f"chosen k={k_selection['chosen_k']} (red line)"
+    )
+    chart: alt.TopLevelMixin = alt.layer(*layers).properties(
+        title=alt.Title("Gap statistic", subtitle=subtitle), width=size.width, height=size.height
+    )
+    return chart
+
+
+def stability_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
+    """Mean adjusted Rand index between bootstrap fits and the full-data fit, per k."""
+    rows = (
+        pl.DataFrame(k_selection["candidates"])
+        .filter(pl.col("stability").is_not_null())
+        .select("k", "stability")
+    )
+    line = (
+        alt.Chart(rows)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("k:Q", title="Number of segments k", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y(
+                "stability:Q", title="Mean adjusted Rand index", scale=alt.Scale(domain=[0, 1])
+            ),
+            tooltip=["k", alt.Tooltip("stability:Q", format=".3f")],
+        )
+    )
+    resamples = k_selection["stability"]["resamples"]
+    chart: alt.TopLevelMixin = alt.layer(line, _chosen_rule(k_selection["chosen_k"])).properties(
+        title=alt.Title(
+            "Bootstrap stability against k",
+            subtitle=f"{resamples} resamples; 1 means every resample finds the same segments",
+        ),
+        width=size.width,
+        height=size.height,
+    )
+    return chart
+
+
+def jaccard_chart(
+    k_selection: dict[str, Any], segments: pl.DataFrame, size: VisualizeConfig
+) -> alt.TopLevelMixin:
+    """Each segment's mean Jaccard similarity across resamples, coloured by its stability class."""
+    stability = k_selection["stability"]
+    rows = _labelled(
+        pl.DataFrame(
+            {
+                "segment_id": [int(i) for i in stability["per_segment_jaccard"]],
+                "jaccard": list(stability["per_segment_jaccard"].values()),
+                "class": list(stability["per_segment_class"].values()),
+            },
+            schema={"segment_id": pl.Int64, "jaccard": pl.Float64, "class": pl.String},
+        ),
+        segments,
+    )
+    classes = ["highly stable", "stable", "doubtful", "unstable"]
+    bars = (
+        alt.Chart(rows)
+        .mark_bar()
+        .encode(
+            y=alt.Y(
+                "segment:N",
+                title=None,
+                sort=_segment_labels(segments),
+                axis=alt.Axis(labelLimit=400),
+            ),
+            x=alt.X("jaccard:Q", title="Mean Jaccard similarity", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color(
+                "class:N",
+                title="Stability",
+                scale=alt.Scale(domain=classes, range=["#1a9850", "#91cf60", "#fdae61", "#d73027"]),
+            ),
+            tooltip=["segment", alt.Tooltip("jaccard:Q", format=".3f"), "class"],
+        )
+    )
+    thresholds = (
+        alt.Chart(pl.DataFrame({"threshold": [0.6, 0.75, 0.85]}))
+        .mark_rule(strokeDash=[4, 4], color="gray")
+        .encode(x="threshold:Q")
+    )
+    chart: alt.TopLevelMixin = alt.layer(bars, thresholds).properties(
+        title=alt.Title(
+            "Stability of each segment",
+            subtitle="below 0.6 unstable, 0.6-0.75 doubtful, 0.75-0.85 stable, above 0.85 highly stable",
+        ),
+        width=size.width,
+        height=max(size.height // 2, 30 * segments.height),
+    )
+    return chart
+
+
 def silhouette_chart(
     assignments: pl.DataFrame, segments: pl.DataFrame, size: VisualizeConfig, seed: int
 ) -> alt.TopLevelMixin:
