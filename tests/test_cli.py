@@ -19,7 +19,17 @@ from click.testing import CliRunner, Result
 from segmentation.cli import main
 
 DATA_FILES = (".parquet", ".csv", ".json")
-CHART_NAMES = ("elbow", "criteria", "silhouette", "segments", "profiles", "sizes")
+CHART_NAMES = (
+    "elbow",
+    "criteria",
+    "gap",
+    "stability",
+    "jaccard",
+    "silhouette",
+    "segments",
+    "profiles",
+    "sizes",
+)
 HEADER = "customer_id,gender,age,annual_income,spending_score"
 
 

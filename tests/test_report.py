@@ -13,8 +13,8 @@ import pytest
 
 from segmentation import prepare, report, visualize
 from segmentation.cluster import segment_customers
-from segmentation.config import MALL_URL, ClusterConfig, Config, KRule, VisualizeConfig
-from segmentation.select_k import choose_k, sweep
+from segmentation.config import MALL_URL, ClusterConfig, Config, SelectKConfig, VisualizeConfig
+from segmentation.select_k import evaluate
 from segmentation.stages import environment
 
 EVIL_ID = "<script>alert(1)</script>"
@@ -49,7 +49,13 @@ def inputs(
     matrix = scaler.transform(unscaled)
     summary = prepare.summarise(prepared, scaler, config.features)
     cluster = ClusterConfig(n_init=4)
-    selection = choose_k(sweep(matrix, range(2, 7), cluster), KRule.SILHOUETTE, None)
+    selection = evaluate(
+        matrix,
+        unscaled,
+        SelectKConfig(k_min=2, k_max=6, gap_references=5, bootstrap=5),
+        cluster,
+        progress=lambda _label, _total: lambda _steps: None,
+    )
     result = segment_customers(
         prepared.customers.select(prepare.COLUMNS),
         matrix,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,12 @@ from segmentation.artifacts import Workspace
 from segmentation.errors import ConfigError, DataError, SegmentationError, VerificationError
 from segmentation.stages import Progress as ProgressFactory
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, emoji=False)
+
+
+def _one_line(text: str) -> str:
+    """An error message as one line: line breaks and control characters from the data escaped."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda match: repr(match.group())[1:-1], text)
 
 
 class SegmentGroup(click.Group):
@@ -30,13 +36,14 @@ class SegmentGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SegmentationError as exc:
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(_one_line(str(exc)))}", soft_wrap=True)
             sys.exit(exc.exit_code)
         except OSError as exc:
             # Disk full, permissions, a vanished folder: say which file, never a traceback.
             where = f"{exc.filename}: " if exc.filename else ""
             console.print(
-                f"[bold red]error:[/] {escape(where + (exc.strerror or str(exc)))}", soft_wrap=True
+                f"[bold red]error:[/] {escape(_one_line(where + (exc.strerror or str(exc))))}",
+                soft_wrap=True,
             )
             sys.exit(1)
         except KeyboardInterrupt:
@@ -282,19 +289,31 @@ def verify_version(version: str) -> None:
 )
 def assign(input_path: Path, output_path: Path, model_path: Path) -> None:
     """Label new customers with the segments of a saved model."""
+    import polars as pl
+
     from segmentation import cluster, prepare
 
     if not model_path.exists():
         raise ConfigError(f"{model_path}: model not found; run `make all` first or pass --model")
-    model = artifacts.read_json(model_path)
-    if model.get("format") != cluster.MODEL_FORMAT:
-        raise DataError(f"{model_path}: not a segmentation model (format {model.get('format')!r})")
+    try:
+        model = artifacts.read_json(model_path)
+    except ValueError as exc:
+        raise DataError(f"{model_path}: not valid JSON ({exc}); pass a model.json") from None
+    found = model.get("format") if isinstance(model, dict) else type(model).__name__
+    if found != cluster.MODEL_FORMAT:
+        raise DataError(f"{model_path}: not a segmentation model (format {found!r})")
     text = prepare.read_customers_csv(input_path)
     customers = prepare.validate_customers(text, input_path, on_invalid="fail").customers
-    features = tuple(model["features"])
-    labelled = cluster.assign_segments(
-        customers, prepare.unscaled_matrix(customers, features), model
-    )
+    try:
+        features = tuple(model["features"])
+        labelled = cluster.assign_segments(
+            customers, prepare.unscaled_matrix(customers, features), model
+        )
+    except (KeyError, IndexError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise DataError(
+            f"{model_path}: a damaged model ({type(exc).__name__}: {exc}); run `make all` to "
+            "write it again"
+        ) from None
     artifacts.write_csv(output_path, labelled)
     counts = labelled["segment_name"].n_unique()
     console.print(f"labelled {labelled.height} customers into {counts} segment(s): {output_path}")

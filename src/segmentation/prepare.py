@@ -140,37 +140,65 @@ def _separator(header: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def _ragged_line(text: str, separator: str) -> tuple[int, int, int] | None:
-    """(line, fields, expected) of the first row with more fields than the header."""
-    rows = csv.reader(io.StringIO(text), delimiter=separator)
-    expected = len(next(rows, []))
-    for row in rows:
-        if len(row) > expected:
-            return rows.line_num, len(row), expected
+def _unreadable_row(text: str, separator: str) -> tuple[int, str] | None:
+    """(line, problem) of the first row that is not a CSV record with at most the header's fields.
+
+    Called once Polars has failed to read the file, to say where the problem is.
+    """
+    rows = csv.reader(io.StringIO(text), delimiter=separator, strict=True)
+    start, expected, quoted = 1, None, None
+    try:
+        for row in rows:
+            if expected is None:
+                expected = len(row)
+            elif len(row) > expected:
+                return start, f"{len(row)} fields where the header has {expected}; fix that row"
+            if quoted is None and any('"' in field for field in row):
+                quoted = start
+            start = rows.line_num + 1
+    except csv.Error as exc:
+        problem = str(exc).split(" - ")[0]
+        return start, f'not a CSV row ({problem}); check the quotes (") on that row'
+    if quoted is not None:
+        return quoted, 'a quote (") inside a field; remove it or quote the whole field'
     return None
+
+
+def _record_lines(text: str, separator: str) -> list[int] | None:
+    """The line each record after the header starts on: a quoted field may span lines."""
+    rows = csv.reader(io.StringIO(text), delimiter=separator)
+    starts: list[int] = []
+    try:
+        next(rows, None)
+        start = rows.line_num + 1
+        for _ in rows:
+            starts.append(start)
+            start = rows.line_num + 1
+    except csv.Error:
+        return None
+    return starts
 
 
 def read_customers_csv(path: Path) -> pl.DataFrame:
     """Read the CSV as text, rename known header variants and number each row by its file line.
 
-    Accepts a UTF-8 BOM, Windows line endings and `;`, tab or `|` as delimiters.
+    Accepts a UTF-8 BOM, Windows or old Mac (CR only) line endings and `;`, tab or `|` as
+    delimiters.
     """
     data = _decoded(path)
+    if b"\n" not in data:
+        data = data.replace(b"\r", b"\n")  # old Mac line endings
     text = data.decode("utf-8-sig")
     separator = _separator(text.split("\n", 1)[0])
     try:
         raw = pl.read_csv(io.BytesIO(data), separator=separator, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
-        ragged = _ragged_line(text, separator)
-        if ragged is not None:
-            line, fields, expected = ragged
-            raise DataError(
-                f"{path}:{line}: {fields} fields where the header has {expected}; fix that row"
-            ) from None
+        unreadable = _unreadable_row(text, separator)
+        if unreadable is not None:
+            line, problem = unreadable
+            raise DataError(f"{path}:{line}: {problem}") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None
-    if raw.height == 0:
-        raise DataError(f"{path}: a header but no customer rows; add one row per customer")
     renames: dict[str, str] = {}
     for column in raw.columns:
         canonical = HEADER_ALIASES.get(_normalise_header(column))
@@ -182,7 +210,16 @@ def read_customers_csv(path: Path) -> pl.DataFrame:
             f"{path}:1: missing column(s) {', '.join(missing)}; found {', '.join(raw.columns) or 'none'}"
             f"; expected headers like CustomerID, Gender, Age, Annual Income (k$), Spending Score (1-100)"
         )
-    # Line 1 is the header, so row i of the frame is line i + 2 of the file.
+    if raw.height == 0:
+        raise DataError(f"{path}: a header but no customer rows; add one row per customer")
+    # Line 1 is the header, so row i of the frame is line i + 2 of the file, unless a quoted
+    # field spans lines.
+    starts = _record_lines(text, separator) if '"' in text else None
+    lines = (
+        pl.Series(LINE, starts, dtype=pl.Int64)
+        if starts is not None and len(starts) == raw.height
+        else pl.int_range(2, raw.height + 2, dtype=pl.Int64, eager=True).alias(LINE)
+    )
     return (
         raw.rename(renames)
         .select(COLUMNS)
@@ -190,8 +227,7 @@ def read_customers_csv(path: Path) -> pl.DataFrame:
         .with_columns(
             pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in COLUMNS
         )
-        .with_row_index(LINE, offset=2)
-        .with_columns(pl.col(LINE).cast(pl.Int64))
+        .select(lines, *COLUMNS)
     )
 
 
