@@ -28,18 +28,25 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 
+# pip runs from a venv of its own and installs into /opt/venv (`pip --python`), so the venv
+# the image ships holds no pip or setuptools: not needed at run time (~22 MB less, and no
+# installer left for scanners to flag). Bytecode is compiled at install on purpose: the
+# venv is read-only at run time, and without .pyc files every run spends ~3 s compiling.
+RUN python3 -m venv /opt/pip \
+    && python3 -m venv --without-pip /opt/venv
+
 # Dependencies first: this layer is rebuilt only when the lock file changes.
 COPY requirements/runtime.lock requirements/runtime.lock
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps \
-        -r requirements/runtime.lock
+RUN /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir \
+        --require-hashes --no-deps -r requirements/runtime.lock
 
 # The project itself, as a regular (non-editable) install. README.md is the package readme.
 COPY pyproject.toml README.md ./
 COPY src/ src/
 # `pip check` fails the build if the lock misses a dependency (possible with --no-deps).
-RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && /opt/venv/bin/python -m pip check
+RUN /opt/pip/bin/pip --python /opt/venv/bin/python install --no-cache-dir \
+        --no-deps --no-build-isolation . \
+    && /opt/pip/bin/pip --python /opt/venv/bin/python check
 
 # ---------------------------------------------------------------------------------------
 # Runtime stage: the virtual environment, make and the few files `make all` reads.
@@ -84,8 +91,8 @@ ENV VENV=/opt/venv \
 
 USER ${APP_UID}:${APP_UID}
 
-# Declared after the directories are set up (changes to a VOLUME path in later steps are
-# discarded). Bind-mount them to keep the data read-only and the outputs on the host.
-VOLUME ["/app/data/raw", "/app/artifacts", "/app/reports"]
+# No VOLUME: bind-mount /app/data/raw (read-only), /app/artifacts and /app/reports as shown
+# at the top. A VOLUME would give every run that mounts less an anonymous volume per folder
+# (left behind without --rm) and put artifacts/ and reports/ on different file systems.
 
 CMD ["make", "all", "VENV=/opt/venv"]

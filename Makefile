@@ -70,6 +70,11 @@ verify: $(RUNTIME_STAMP) ## Recompute the latest version in a scratch folder; co
 versions: $(RUNTIME_STAMP) ## List every version, newest first
 	$(SEGMENT) versions
 
+## Container
+.PHONY: docker-test
+docker-test: all ## As root: build the image on a stand-in base, run it offline as non-root, compare with the host run
+	bash docker/test.sh
+
 ## Tooling
 .PHONY: test
 test: $(DEV_STAMP) ## Run pre-commit on all files, then pytest
@@ -91,5 +96,5 @@ lock: ## Recompile both lock files from pyproject.toml (needs uv and the network
 
 .PHONY: clean
 clean: ## Remove caches: stage cache, unfinished builds, tool caches (keeps every version and .venv)
-	rm -rf artifacts/.cache artifacts/.staging .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf artifacts/.cache artifacts/.staging reports/.staging .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find src tests -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -315,3 +315,4 @@ def test_a_failed_build_leaves_no_version_and_keeps_latest(
     for folder in ("artifacts", "reports"):
         assert (copy_project / folder / "latest").readlink() == Path(versioned_project.b)
     assert list((copy_project / "artifacts" / ".staging").iterdir()) == []
+    assert list((copy_project / "reports" / ".staging").iterdir()) == []

@@ -50,6 +50,11 @@ class Workspace:
         return self.artifacts / ".staging"
 
     @property
+    def report_staging(self) -> Path:
+        """Reports being built, beside their final place (artifacts/ may be another file system)."""
+        return self.reports / ".staging"
+
+    @property
     def runs_log(self) -> Path:
         """One JSON line per pipeline invocation: which stages ran and which were reused."""
         return self.artifacts / "runs.jsonl"

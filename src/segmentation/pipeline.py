@@ -258,7 +258,7 @@ def _execute(
 
     current = "start"
     staging = artifacts.make_staging_dir(run.workspace.staging, run.version)
-    report_staging = artifacts.make_staging_dir(run.workspace.staging, f"{run.version}.report")
+    report_staging = artifacts.make_staging_dir(run.workspace.report_staging, run.version)
     try:
         git = stages.git_state(run.code_root)
         context = StageContext(
