@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,17 @@ CRITERIA = {
 
 
 @dataclass(frozen=True)
+class ReportChart:
+    name: str
+    title: str
+    section: str
+    """"segments" or "k": the part of the report the chart belongs to."""
+    description: str
+    spec: dict[str, Any]
+    """The Vega-Lite spec, drawn in the page by Vega-Embed."""
+
+
+@dataclass(frozen=True)
 class ReportInputs:
     title: str
     version: str
@@ -48,10 +60,11 @@ class ReportInputs:
     rejects: pl.DataFrame
     selection: dict[str, Any]
     segments: pl.DataFrame
-    charts: list[tuple[str, str]]
-    """(title, SVG markup) of each chart, in reading order."""
+    charts: list[ReportChart]
     environment: dict[str, Any]
     git: dict[str, Any]
+    javascript: str
+    """Vega, Vega-Lite and Vega-Embed in one bundle, inlined so the page needs no network."""
 
 
 def _environment() -> jinja2.Environment:
@@ -65,11 +78,53 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def script_json(data: Any) -> Markup:
+    """JSON safe inside a <script> element: no data string can close the element or open markup."""
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    for character, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(character, escape)
+    return Markup(text)
+
+
+def _profile_bars(segment: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Segment mean against the population mean for every column, scaled for small bar charts."""
+    rows = []
+    for column, label, unit in (
+        ("age", "Age", "years"),
+        ("annual_income", "Annual income", "k$"),
+        ("spending_score", "Spending score", "of 100"),
+    ):
+        population = summary["population"][column]
+        top = population["max"] or 1.0
+        rows.append(
+            {
+                "label": label,
+                "unit": unit,
+                "value": segment[f"mean_{column}"],
+                "everyone": population["mean"],
+                "width": 100 * segment[f"mean_{column}"] / top,
+                "everyone_width": 100 * population["mean"] / top,
+            }
+        )
+    rows.append(
+        {
+            "label": "Women",
+            "unit": "%",
+            "value": 100 * segment["female_share"],
+            "everyone": 100 * summary["female_share"],
+            "width": 100 * segment["female_share"],
+            "everyone_width": 100 * summary["female_share"],
+        }
+    )
+    return rows
+
+
 def render_report(inputs: ReportInputs) -> str:
-    """The report as one HTML string: charts inline as SVG, no scripts, no network."""
+    """The report as one HTML file: charts drawn in the page from inline specs, no network."""
     selection = inputs.selection
     chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
-    charts = {title: Markup(svg) for title, svg in inputs.charts}
+    segments = inputs.segments.to_dicts()
+    shown = inputs.config["visualize"]["max_points"]
     return (
         _environment()
         .get_template("report.html.j2")
@@ -77,13 +132,21 @@ def render_report(inputs: ReportInputs) -> str:
             inputs=inputs,
             chosen=chosen,
             candidates=[c for c in selection["candidates"] if c["silhouette"] is not None],
-            segments=inputs.segments.to_dicts(),
+            segments=segments,
+            bars={s["segment_id"]: _profile_bars(s, inputs.summary) for s in segments},
             rejects=inputs.rejects.head(50).to_dicts(),
-            charts=charts,
+            charts={
+                section: [c for c in inputs.charts if c.section == section]
+                for section in ("segments", "k")
+            },
+            specs={c.name: script_json(c.spec) for c in inputs.charts},
+            sampled=inputs.summary["rows_valid"] > shown,
+            shown=shown,
             scaling_words=SCALING_WORDS[inputs.config["scaling"]],
             rule_words=RULE_WORDS[selection["rule"]],
-        criteria=CRITERIA,
+            criteria=CRITERIA,
             config_yaml=yaml.safe_dump(inputs.config, sort_keys=False),
+            javascript=Markup(inputs.javascript.replace("</script", "<\\/script")),
         )
     )
 

@@ -195,15 +195,24 @@ def build_charts(ctx: StageContext) -> list[RenderedChart]:
 
 
 def _visualize(ctx: StageContext) -> str:
+    from segmentation import visualize
+
     charts = build_charts(ctx)
     folder = ctx.path(artifacts.CHARTS)
     for chart in charts:
         artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)
         artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
         artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
-    artifacts.write_json(
-        artifacts.chart_index(ctx.folder), [{"name": c.name, "title": c.title} for c in charts]
-    )
+    index = [
+        {
+            "name": c.name,
+            "title": c.title,
+            "section": visualize.CHART_GUIDE[c.name][0],
+            "description": visualize.CHART_GUIDE[c.name][1],
+        }
+        for c in charts
+    ]
+    artifacts.write_json(artifacts.chart_index(ctx.folder), index)
     return f"{len(charts)} charts (Vega-Lite JSON, PNG, SVG)"
 
 
@@ -232,12 +241,27 @@ def environment() -> dict[str, Any]:
     }
 
 
+# Bundled by vl-convert with Vega, Vega-Lite and Vega-Embed, then made global for the page's script.
+VEGA_GLOBALS = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLite = vegaLite;"
+
+
 def _report(ctx: StageContext) -> str:
     import polars as pl
+    import vl_convert
 
     from segmentation import report
 
-    charts = artifacts.read_json(artifacts.chart_index(ctx.folder))
+    charts_folder = ctx.path(artifacts.CHARTS)
+    charts = [
+        report.ReportChart(
+            name=entry["name"],
+            title=entry["title"],
+            section=entry["section"],
+            description=entry["description"],
+            spec=artifacts.read_json(charts_folder / f"{entry['name']}.vl.json"),
+        )
+        for entry in artifacts.read_json(artifacts.chart_index(ctx.folder))
+    ]
     inputs = report.ReportInputs(
         title=ctx.config.report.title,
         version=ctx.version,
@@ -251,18 +275,20 @@ def _report(ctx: StageContext) -> str:
         ),
         selection=artifacts.read_json(ctx.path(artifacts.K_SELECTION)),
         segments=pl.read_csv(ctx.path(artifacts.SEGMENTS)),
-        charts=[
-            (
-                c["title"],
-                (ctx.path(artifacts.CHARTS) / f"{c['name']}.svg").read_text(encoding="utf-8"),
-            )
-            for c in charts
-        ],
+        charts=charts,
         environment=environment(),
         git=ctx.git,
+        javascript=vl_convert.javascript_bundle(VEGA_GLOBALS),
     )
     artifacts.write_text(ctx.report_folder / artifacts.REPORT, report.render_report(inputs))
-    return "report written"
+    # The chart files go beside the report, for slides and for readers without JavaScript.
+    for chart in charts:
+        for suffix in (".png", ".svg", ".vl.json"):
+            name = f"{chart.name}{suffix}"
+            artifacts.link_or_copy(
+                charts_folder / name, ctx.report_folder / artifacts.CHARTS / name
+            )
+    return f"report written with {len(charts)} interactive charts"
 
 
 CLUSTER_PARAMS = ("cluster.k", "cluster.n_init", "cluster.max_iter", "cluster.seed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,27 @@ LABELS = {
     "female_share": "Female (share)",
 }
 CHOSEN_COLOR = "#d62728"
+# A segment picked by a click (or in the report's segment buttons) is highlighted in every chart:
+# the report sets the top-level `highlight` parameter of each chart to the picked segment.
+HIGHLIGHT = "highlight"
+PICK = alt.selection_point(name="pick", fields=["segment"], on="click", clear="dblclick")
+HIGHLIGHTED = f"{HIGHLIGHT} === null || datum.segment === {HIGHLIGHT}"
 KNEE_COLOR = "#ff7f0e"
+
+
+# Where each chart belongs in the report, and its alternative text.
+CHART_GUIDE: dict[str, tuple[str, str]] = {
+    "segments": ("segments", "Scatter plot of the customers coloured by segment, centroids marked with crosses."),
+    "pairwise": ("segments", "Matrix of scatter plots, one for every pair of clustered features, coloured by segment."),
+    "profiles": ("segments", "Heatmap of each segment's average age, income, spending score and share of women, coloured by how far it is from the average customer."),
+    "sizes": ("segments", "Bar chart of the number of customers in each segment."),
+    "elbow": ("k", "Line chart of inertia against the number of segments, with the knee and the chosen k marked."),
+    "criteria": ("k", "Three line charts of silhouette, Calinski-Harabasz and Davies-Bouldin against the number of segments, with the chosen k marked."),
+    "gap": ("k", "Line chart of the gap statistic against the number of segments, with one-standard-error bars and the 1-SE choice marked."),
+    "stability": ("k", "Line chart of bootstrap stability (mean adjusted Rand index) against the number of segments."),
+    "jaccard": ("k", "Bar chart of each segment's mean Jaccard similarity across bootstrap resamples, coloured by stability class."),
+    "silhouette": ("k", "Silhouette of every customer, sorted within each segment; bars below zero are customers closer to another segment."),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,14 @@ def _segment_color(segments: pl.DataFrame) -> alt.Color:
         scale=alt.Scale(domain=_segment_labels(segments), scheme="tableau10"),
         legend=alt.Legend(orient="bottom", columns=2, labelLimit=360),
     )
+
+
+def _pickable(chart: alt.Chart) -> alt.Chart:
+    """Marks that can be clicked to pick their segment, and fade when another one is picked."""
+    picked: alt.Chart = chart.add_params(PICK).encode(
+        opacity=alt.condition(HIGHLIGHTED, alt.value(0.9), alt.value(0.12))
+    )
+    return picked
 
 
 def _segment_labels(segments: pl.DataFrame) -> list[str]:
@@ -221,7 +250,7 @@ def jaccard_chart(
         segments,
     )
     classes = ["highly stable", "stable", "doubtful", "unstable"]
-    bars = (
+    bars = _pickable(
         alt.Chart(rows)
         .mark_bar()
         .encode(
@@ -269,7 +298,7 @@ def silhouette_chart(
         "customer_id", "segment", "silhouette", "position"
     )
     mean = float(assignments["silhouette"].mean())  # type: ignore[arg-type]
-    bars = (
+    bars = _pickable(
         alt.Chart(rows)
         .mark_bar(orient="horizontal", height=alt.RelativeBandSize(1.0))
         .encode(
@@ -306,7 +335,7 @@ def _scatter(
 ) -> alt.TopLevelMixin:
     """Customers as dots and centroids as crosses; `axes` maps the x and y columns to titles."""
     (x, x_title), (y, y_title) = axes.items()
-    dots = (
+    dots = _pickable(
         alt.Chart(points)
         .mark_circle(size=45, opacity=0.75)
         .encode(
@@ -339,7 +368,7 @@ def _strip_chart(
     """Customers of each segment along the one clustered column, centroids as black ticks."""
     order = _segment_labels(segments)
     y = alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400))
-    ticks = (
+    ticks = _pickable(
         alt.Chart(points.select("customer_id", "segment", column))
         .mark_tick(thickness=2, opacity=0.6)
         .encode(
@@ -433,15 +462,18 @@ def pairwise_chart(
         _sample(customers.with_columns(assignments["segment_id"]), size.max_points, seed), segments
     ).select("customer_id", "segment", *numeric)
     side = max(160, size.width // max(1, len(numeric)))
-    matrix: alt.TopLevelMixin = (
+    cell = (
         alt.Chart(points)
-        .mark_circle(size=25, opacity=0.7)
+        .mark_circle(size=25)
         .encode(
             x=alt.X(alt.repeat("column"), type="quantitative", scale=alt.Scale(zero=False)),
             y=alt.Y(alt.repeat("row"), type="quantitative", scale=alt.Scale(zero=False)),
             color=_segment_color(segments),
             tooltip=["customer_id", "segment"],
         )
+    )
+    matrix: alt.TopLevelMixin = (
+        _pickable(cell)
         .properties(width=side, height=side)
         .repeat(row=numeric, column=numeric)
         .properties(title="Segments across every pair of features")
@@ -475,7 +507,7 @@ def profile_chart(
         ),
         y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
     )
-    heat = base.mark_rect().encode(
+    heat = _pickable(base.mark_rect()).encode(
         color=alt.Color(
             "z:Q",
             title="SDs from the average customer",
@@ -508,7 +540,7 @@ def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMi
         y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
         x=alt.X("size:Q", title="Customers"),
     )
-    bars = base.mark_bar().encode(
+    bars = _pickable(base.mark_bar()).encode(
         color=alt.Color("segment:N", scale=alt.Scale(domain=order, scheme="tableau10"), legend=None)
     )
     labels = base.mark_text(align="left", dx=4).encode(text="label:N")
@@ -534,6 +566,9 @@ def stable_svg_ids(svg: str, prefix: str) -> str:
 def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) -> RenderedChart:
     """Vega-Lite spec plus PNG and SVG renderings (vl-convert, no browser or network)."""
     spec = chart.to_dict()
+    if '"name": "pick"' in json.dumps(spec):
+        # Declared at the top level so that the page can set it in every chart at once.
+        spec["params"] = [{"name": HIGHLIGHT, "value": None}, *spec.get("params", [])]
     return RenderedChart(
         name=name,
         title=title,
