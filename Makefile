@@ -61,6 +61,16 @@ visualize: $(RUNTIME_STAMP) ## Stage 4: draw every chart (Vega-Lite JSON, PNG, S
 report: $(RUNTIME_STAMP) ## Stage 5: write the report, complete the version, switch latest
 	$(SEGMENT) report --config $(CONFIG)
 
+.PHONY: report-pdf
+report-pdf: report ## Print the latest report to reports/pdf/<version>.pdf with headless Chromium
+	@command -v chromium >/dev/null || { echo "report-pdf: needs Chromium (Debian: apt-get install chromium)" >&2; exit 2; }
+	@version=$$(basename "$$(readlink reports/latest)"); mkdir -p reports/pdf; \
+	chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+		--disable-component-update --disable-sync --no-first-run --no-pdf-header-footer \
+		--user-data-dir="$$(mktemp -d)" --virtual-time-budget=20000 \
+		--print-to-pdf="reports/pdf/$$version.pdf" "file://$(CURDIR)/reports/latest/index.html" 2>/dev/null; \
+	echo "PDF: reports/pdf/$$version.pdf"
+
 ## Versions
 .PHONY: verify
 verify: $(RUNTIME_STAMP) ## Recompute the latest version in a scratch folder; compare every output hash

@@ -566,6 +566,8 @@ def stable_svg_ids(svg: str, prefix: str) -> str:
 def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) -> RenderedChart:
     """Vega-Lite spec plus PNG and SVG renderings (vl-convert, no browser or network)."""
     spec = chart.to_dict()
+    # Vega reads the description out as the chart's accessible name.
+    spec["description"] = f"{title}: {CHART_GUIDE[name][1]}" if name in CHART_GUIDE else title
     if '"name": "pick"' in json.dumps(spec):
         # Declared at the top level so that the page can set it in every chart at once.
         spec["params"] = [{"name": HIGHLIGHT, "value": None}, *spec.get("params", [])]
