@@ -149,6 +149,21 @@ def _describe(error: Mapping[str, Any]) -> str:
     return message
 
 
+def _first_duplicate_key(node: yaml.Node, prefix: str = "") -> tuple[str, int] | None:
+    """(dotted key, line) of the first key written twice in one mapping; YAML keeps the last silently."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            if key in seen:
+                return key, key_node.start_mark.line + 1
+            seen.add(key)
+            found = _first_duplicate_key(value_node, f"{key}.")
+            if found is not None:
+                return found
+    return None
+
+
 def parse_config(text: str, source: str = "config.yaml") -> Config:
     """Parse and validate config text; raise ConfigError naming the file, line and key."""
     try:
@@ -159,6 +174,10 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}; fix the syntax there") from None
+    duplicate = _first_duplicate_key(node) if node is not None else None
+    if duplicate is not None:
+        twice, twice_line = duplicate
+        raise ConfigError(f"{source}:{twice_line}: {twice}: given twice; keep one of them")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
