@@ -10,12 +10,13 @@ from typing import Any
 
 import polars as pl
 import pytest
+import vl_convert
 
 from segmentation import prepare, report, visualize
 from segmentation.cluster import segment_customers
 from segmentation.config import MALL_URL, ClusterConfig, Config, SelectKConfig, VisualizeConfig
 from segmentation.select_k import evaluate
-from segmentation.stages import environment
+from segmentation.stages import VEGA_GLOBALS, environment
 
 EVIL_ID = "<script>alert(1)</script>"
 TITLE = "Segments <b>&</b> co"
@@ -66,12 +67,15 @@ def inputs(
         cluster,
         summary["population"],
     )
+    # A customer id that tries to close the spec's <script> element and run its own.
+    hostile_points = pl.DataFrame({"customer_id": [f"</script>{EVIL_ID}"], "segment": ["x"]})
     chart = visualize.render(
         "sizes",
         "Segment sizes",
         visualize.sizes_chart(result.segments, VisualizeConfig(width=200, height=150)),
         1.0,
     )
+    spec = {**chart.spec, "datasets": {"hostile": hostile_points.to_dicts()}}
     return report.ReportInputs(
         title=TITLE,
         version="0123456789ab",
@@ -83,9 +87,18 @@ def inputs(
         rejects=prepared.rejects,
         selection=json.loads(json.dumps(selection)),
         segments=result.segments,
-        charts=[(chart.title, chart.svg)],
+        charts=[
+            report.ReportChart(
+                name="sizes",
+                title="Segment sizes",
+                section="segments",
+                description="Bar chart of the number of customers in each segment.",
+                spec=spec,
+            )
+        ],
         environment=environment(),
         git={"commit": None, "dirty": None},
+        javascript=vl_convert.javascript_bundle(VEGA_GLOBALS),
     )
 
 
@@ -94,8 +107,9 @@ def html(inputs: report.ReportInputs) -> str:
     return report.render_report(inputs)
 
 
-def test_report_has_no_scripts(html: str) -> None:
-    assert "<script" not in html.lower()
+def test_every_script_is_inline(html: str) -> None:
+    assert "<script" in html
+    assert not re.search(r"<script[^>]*\ssrc\s*=", html, re.IGNORECASE)
 
 
 def test_report_loads_nothing_from_elsewhere(html: str) -> None:
@@ -104,14 +118,22 @@ def test_report_loads_nothing_from_elsewhere(html: str) -> None:
     assert "@import" not in html
 
 
-def test_report_names_no_address_but_the_configured_data_url(html: str) -> None:
-    addresses = set(re.findall(r"https?://[^\s\"'<>]+", html))
+def test_the_page_outside_its_scripts_names_no_address_but_the_data_url(html: str) -> None:
+    outside = re.sub(r"<script.*?</script>", "", html, flags=re.DOTALL)
+    addresses = set(re.findall(r"https?://[^\s\"'<>]+", outside))
     assert addresses - NAMESPACES <= {MALL_URL}
 
 
-def test_charts_are_inline_svg(html: str) -> None:
-    assert "<svg" in html
-    assert "<img" not in html
+def test_each_chart_has_its_spec_and_downloads(html: str) -> None:
+    assert '<script type="application/json" id="spec-sizes">' in html
+    assert 'href="charts/sizes.png"' in html
+    assert 'href="charts/sizes.svg"' in html
+
+
+def test_data_in_a_spec_cannot_close_its_script_element(html: str) -> None:
+    spec_text = html.split('id="spec-sizes">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in spec_text
+    assert json.loads(spec_text)["datasets"]["hostile"][0]["customer_id"] == f"</script>{EVIL_ID}"
 
 
 def test_customer_ids_in_rejects_are_escaped(html: str) -> None:
@@ -126,6 +148,7 @@ def test_title_is_escaped(html: str) -> None:
 def test_report_names_every_segment(html: str, inputs: report.ReportInputs) -> None:
     for name in inputs.segments["name"]:
         assert f"· {name}</h3>" in html
+        assert f"· {name}</strong></td>" in html
 
 
 def test_report_states_the_chosen_k_and_rule(html: str) -> None:

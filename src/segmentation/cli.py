@@ -10,16 +10,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import click
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Column, Table
+INTERRUPTED = "interrupted: stopped by the user; complete versions are kept"
 
-from segmentation import __version__, artifacts, pipeline, versions
-from segmentation.artifacts import Workspace
-from segmentation.errors import ConfigError, DataError, SegmentationError, VerificationError
-from segmentation.stages import Progress as ProgressFactory
+try:  # Ctrl-C while the command is still starting up: the same line, not a traceback
+    import click
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Column, Table
+
+    from segmentation import __version__, artifacts, pipeline, versions
+    from segmentation.artifacts import Workspace
+    from segmentation.errors import ConfigError, DataError, SegmentationError, VerificationError
+    from segmentation.stages import Progress as ProgressFactory
+except KeyboardInterrupt:
+    sys.stderr.write(INTERRUPTED + "\n")
+    raise SystemExit(130) from None
 
 console = Console(stderr=True, highlight=False, emoji=False)
 

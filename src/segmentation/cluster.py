@@ -10,10 +10,12 @@ import polars as pl
 from sklearn.metrics import silhouette_samples
 
 from segmentation.config import ClusterConfig
-from segmentation.kmeans import canonical_ids, fit_kmeans
+from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
 from segmentation.prepare import NUMERIC, Scaler
 
 MODEL_FORMAT = "segmentation-model/1"
+CHUNK_ROWS = 500_000
+"""Customers per block when computing distances to every centroid."""
 LEVEL_THRESHOLD = 0.5
 """A segment is 'high' or 'low' on a column when its mean is this many population SDs away."""
 FINE_THRESHOLD = 1.0
@@ -170,6 +172,43 @@ def suggest_actions(profile: pl.DataFrame, population: dict[str, dict[str, float
     ]
 
 
+def _nearest_two(
+    matrix: np.ndarray, centroids: np.ndarray, chunk: int = CHUNK_ROWS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per customer: the nearest centroid, its distance, and the distance to the next nearest.
+
+    Computed in chunks of rows, so memory stays proportional to the chunk, not the data.
+    """
+    rows = matrix.shape[0]
+    nearest = np.empty(rows, dtype=np.int64)
+    first = np.empty(rows)
+    second = np.full(rows, np.inf)
+    for start in range(0, rows, chunk):
+        block = matrix[start : start + chunk]
+        distances = np.sqrt(((block[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2))
+        order = np.argsort(distances, axis=1, kind="stable")
+        nearest[start : start + chunk] = order[:, 0]
+        first[start : start + chunk] = distances[np.arange(len(block)), order[:, 0]]
+        if centroids.shape[0] > 1:
+            second[start : start + chunk] = distances[np.arange(len(block)), order[:, 1]]
+    return nearest, first, second
+
+
+def customer_silhouettes(
+    matrix: np.ndarray, segment_ids: np.ndarray, centroids: np.ndarray, exact_up_to: int
+) -> tuple[np.ndarray, str]:
+    """Each customer's silhouette, exact up to `exact_up_to` customers, simplified beyond.
+
+    The exact silhouette compares every pair of customers (quadratic); the simplified one
+    (Hruschka et al.) compares each customer with the centroids: (b - a) / max(a, b), with a the
+    distance to its own centroid and b to the nearest other one.
+    """
+    if matrix.shape[0] <= exact_up_to:
+        return silhouette_samples(matrix, segment_ids), "exact"
+    _, own, other = _nearest_two(matrix, centroids)
+    return (other - own) / np.maximum(np.maximum(own, other), 1e-12), "simplified (centroid-based)"
+
+
 def segment_customers(
     customers: pl.DataFrame,
     matrix: np.ndarray,
@@ -179,11 +218,18 @@ def segment_customers(
     k: int,
     config: ClusterConfig,
     population: dict[str, dict[str, float]],
+    initial_centers: np.ndarray | None = None,
+    stability: dict[str, float | None] | None = None,
+    exact_silhouette_up_to: int = 20_000,
 ) -> Segmentation:
-    """Fit the final model at k and describe every segment."""
-    fit = fit_kmeans(matrix, k, config)
+    """Fit the final model at k on every customer and describe every segment.
+
+    `initial_centers` (the select-k fit's centres, by its segment ids) start the fit; `stability`
+    gives those segments' mean Jaccard similarity, carried over to the final ids.
+    """
+    fit = fit_kmeans(matrix, k, config, initial=initial_centers)
     labels = fit.labels
-    original_centroids = np.vstack([unscaled[labels == label].mean(axis=0) for label in range(k)])
+    original_centroids = fit_from_labels(unscaled, labels, k).centers
     mapping = canonical_ids(labels, original_centroids)
     segment_ids = mapping[labels]
     order = np.argsort(mapping)  # order[new_id] = old label
@@ -196,10 +242,12 @@ def segment_customers(
     centroid_columns = {
         f"centroid_{column}": original_centroids[:, i] for i, column in enumerate(scaler.columns)
     }
+    jaccard = [(stability or {}).get(str(int(old))) for old in order]
     segments = profile.with_columns(
         pl.Series("name", names),
         pl.Series("action", actions),
         *[pl.Series(name, values) for name, values in centroid_columns.items()],
+        pl.Series("stability_jaccard", jaccard, dtype=pl.Float64),
     ).select(
         "segment_id",
         "name",
@@ -209,14 +257,18 @@ def segment_customers(
         pl.exclude("segment_id", "name", "size", "share", "action", *centroid_columns),
         "action",
     )
-    distances = np.linalg.norm(matrix - centroids[segment_ids], axis=1)
+    silhouettes, method = customer_silhouettes(
+        matrix, segment_ids, centroids, exact_silhouette_up_to
+    )
+    distances = np.sqrt(((matrix - centroids[segment_ids]) ** 2).sum(axis=1))
+    ids = pl.Series("segment_id", segment_ids, dtype=pl.Int64)
     assignments = pl.DataFrame(
         {
             "customer_id": customers["customer_id"],
-            "segment_id": pl.Series(segment_ids, dtype=pl.Int64),
-            "segment_name": [names[i] for i in segment_ids],
+            "segment_id": ids,
+            "segment_name": pl.Series(names, dtype=pl.String).gather(ids),
             "distance_to_centroid": distances,
-            "silhouette": silhouette_samples(matrix, segment_ids),
+            "silhouette": silhouettes,
         }
     )
     model_data = {
@@ -227,12 +279,14 @@ def segment_customers(
         "centroids_scaled": centroids.tolist(),
         "segments": [{"segment_id": i, "name": names[i], "action": actions[i]} for i in range(k)],
         "kmeans": {
-            "init": "k-means++",
-            "n_init": config.n_init,
+            "algorithm": config.algorithm,
+            "init": "k-means++" if initial_centers is None else "select-k centres",
+            "n_init": config.n_init if initial_centers is None else 1,
             "max_iter": config.max_iter,
             "seed": config.seed,
             "inertia": fit.inertia,
         },
+        "silhouette": method,
     }
     return Segmentation(segments=segments, assignments=assignments, model=model_data)
 
@@ -243,15 +297,14 @@ def assign_segments(
     """Label customers with the nearest centroid of a saved model (plain data, no pickle)."""
     scaler = Scaler.from_dict(model["scaler"])
     centroids = np.asarray(model["centroids_scaled"], dtype=float)
-    scaled = scaler.transform(unscaled)
-    distances = np.linalg.norm(scaled[:, None, :] - centroids[None, :, :], axis=2)
-    nearest = distances.argmin(axis=1)
-    names = [segment["name"] for segment in model["segments"]]
+    nearest, distance, _ = _nearest_two(scaler.transform(unscaled), centroids)
+    names = pl.Series([segment["name"] for segment in model["segments"]], dtype=pl.String)
+    ids = pl.Series("segment_id", nearest, dtype=pl.Int64)
     return pl.DataFrame(
         {
             "customer_id": customers["customer_id"],
-            "segment_id": pl.Series(nearest, dtype=pl.Int64),
-            "segment_name": [names[i] for i in nearest],
-            "distance_to_centroid": distances[np.arange(len(nearest)), nearest],
+            "segment_id": ids,
+            "segment_name": names.gather(ids),
+            "distance_to_centroid": distance,
         }
     )

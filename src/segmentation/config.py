@@ -69,6 +69,7 @@ class SelectKConfig(_Section):
     rule: KRule = Field(default=KRule.SILHOUETTE, strict=False)
     gap_references: int = Field(default=20, ge=2, le=1000)
     bootstrap: int = Field(default=50, ge=2, le=1000)
+    sample_size: int = Field(default=20_000, ge=100)
 
     @model_validator(mode="after")
     def _ordered(self) -> SelectKConfig:
@@ -79,6 +80,7 @@ class SelectKConfig(_Section):
 
 class ClusterConfig(_Section):
     k: int | None = Field(default=None, ge=2)
+    algorithm: Literal["lloyd", "minibatch"] = "lloyd"
     n_init: int = Field(default=10, ge=1)
     max_iter: int = Field(default=300, ge=1)
     seed: int = Field(default=42, ge=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from segmentation.config import ClusterConfig
 
@@ -17,24 +17,49 @@ class KMeansFit:
     inertia: float
 
 
-def fit_kmeans(matrix: np.ndarray, k: int, config: ClusterConfig) -> KMeansFit:
-    """K-Means with k-means++ seeding; every run with the same config gives the same fit.
+MINIBATCH_SIZE = 4096
+"""Rows per step of MiniBatchKMeans (`cluster.algorithm: minibatch`)."""
+
+
+def fit_kmeans(
+    matrix: np.ndarray, k: int, config: ClusterConfig, initial: np.ndarray | None = None
+) -> KMeansFit:
+    """K-Means with k-means++ seeding (or from `initial` centres); the same config gives the same fit.
 
     Centres and inertia are recomputed from the labels in a fixed order: scikit-learn's own
     values come from multi-threaded sums whose last bits depend on the number of threads.
     """
-    labels = (
-        KMeans(
+    init: np.ndarray | str = "k-means++" if initial is None else initial
+    n_init = config.n_init if initial is None else 1
+    model: KMeans | MiniBatchKMeans
+    if config.algorithm == "minibatch":
+        model = MiniBatchKMeans(
             n_clusters=k,
-            init="k-means++",
-            n_init=config.n_init,
+            init=init,
+            n_init=n_init,
+            max_iter=config.max_iter,
+            batch_size=MINIBATCH_SIZE,
+            random_state=config.seed,
+        )
+    else:
+        model = KMeans(
+            n_clusters=k,
+            init=init,
+            n_init=n_init,
             max_iter=config.max_iter,
             random_state=config.seed,
         )
-        .fit(matrix)
-        .labels_
-    )
-    centers = np.vstack([matrix[labels == label].mean(axis=0) for label in range(k)])
+    labels = model.fit(matrix).labels_
+    return fit_from_labels(matrix, labels, k)
+
+
+def fit_from_labels(matrix: np.ndarray, labels: np.ndarray, k: int) -> KMeansFit:
+    """Centres and inertia of a labelling, summed in a fixed order."""
+    counts = np.bincount(labels, minlength=k).astype(float)
+    sums = np.vstack(
+        [np.bincount(labels, weights=matrix[:, j], minlength=k) for j in range(matrix.shape[1])]
+    ).T
+    centers = sums / np.maximum(counts, 1)[:, None]
     inertia = float(((matrix - centers[labels]) ** 2).sum())
     return KMeansFit(labels=labels, centers=centers, inertia=inertia)
 

@@ -11,6 +11,8 @@ import polars as pl
 import yaml
 from markupsafe import Markup
 
+from segmentation.select_k import stability_class
+
 SCALING_WORDS = {
     "standard": "standardised: each column centred on its mean and divided by its standard deviation",
     "minmax": "min-max: each column mapped onto 0..1 from its minimum and maximum",
@@ -145,6 +147,7 @@ def render_report(inputs: ReportInputs) -> str:
             scaling_words=SCALING_WORDS[inputs.config["scaling"]],
             rule_words=RULE_WORDS[selection["rule"]],
             criteria=CRITERIA,
+            stability_class=stability_class,
             config_yaml=yaml.safe_dump(inputs.config, sort_keys=False),
             javascript=Markup(inputs.javascript.replace("</script", "<\\/script")),
         )

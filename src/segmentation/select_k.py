@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.errors import ConfigError
-from segmentation.kmeans import canonical_ids, fit_kmeans
+from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
 
 T = TypeVar("T")
 # Scores are rounded before comparing so that ties do not hinge on the last floating-point bit.
@@ -53,7 +53,7 @@ STABILITY_CLASSES = (
     (0.0, "unstable"),
 )
 # Independent random streams for the gap references and the bootstrap resamples.
-GAP_STREAM, BOOTSTRAP_STREAM = 1, 2
+GAP_STREAM, BOOTSTRAP_STREAM, SAMPLE_STREAM = 1, 2, 3
 
 Done = Callable[[int, float], None]
 """Called after each fit with its k and the seconds it took."""
@@ -457,7 +457,22 @@ def evaluate(
     log: Callable[[str], None] = lambda _line: None,
     n_jobs: int | None = None,
 ) -> dict[str, Any]:
-    """Every criterion for every k, then the choice: the whole select-k stage on a feature matrix."""
+    """Every criterion for every k, then the choice: the whole select-k stage on a feature matrix.
+
+    Above `select_k.sample_size` customers, the criteria are computed on a seeded random sample of
+    that many; the cluster stage then fits all customers, starting from the chosen k's centres.
+    """
+    rows = matrix.shape[0]
+    if rows > select_k.sample_size:
+        drawn = np.sort(
+            np.random.default_rng([cluster.seed, SAMPLE_STREAM]).choice(
+                rows, select_k.sample_size, replace=False
+            )
+        )
+        matrix, unscaled = matrix[drawn], unscaled[drawn]
+        log(
+            f"criteria computed on a random sample of {select_k.sample_size:,} of {rows:,} customers"
+        )
     ks = sweep_range(select_k, cluster)
     fits = len(ks) + select_k.gap_references * (len(ks) + 1) + select_k.bootstrap * len(ks)
     advance = progress("k sweep, gap statistic, bootstrap", fits)
@@ -484,10 +499,11 @@ def evaluate(
     chosen = selection["chosen_k"]
     # Report each segment's stability under the ids the cluster stage will give it.
     chosen_labels = labels[chosen]
-    centroids = np.vstack(
-        [unscaled[chosen_labels == label].mean(axis=0) for label in range(chosen)]
-    )
-    mapping = canonical_ids(chosen_labels, centroids)
+    mapping = canonical_ids(chosen_labels, fit_from_labels(unscaled, chosen_labels, chosen).centers)
+    order = np.argsort(mapping)
+    # The cluster stage starts from these centres, listed by segment id, on all customers.
+    selection["centers"] = fit_from_labels(matrix, chosen_labels, chosen).centers[order].tolist()
+    selection["sample"] = {"rows": int(matrix.shape[0]), "of": int(rows)}
     per_segment = {
         str(int(mapping[label])): value for label, value in enumerate(stability.jaccard[chosen])
     }

@@ -116,6 +116,7 @@ def _select_k(ctx: StageContext) -> str:
 
 
 def _cluster(ctx: StageContext) -> str:
+    import numpy as np
     import polars as pl
 
     from segmentation import cluster, prepare
@@ -133,6 +134,9 @@ def _cluster(ctx: StageContext) -> str:
         k=selection["chosen_k"],
         config=config.cluster,
         population=summary["population"],
+        initial_centers=np.asarray(selection["centers"]),
+        stability=selection["stability"]["per_segment_jaccard"],
+        exact_silhouette_up_to=config.select_k.sample_size,
     )
     artifacts.write_csv(ctx.path(artifacts.SEGMENTS), result.segments)
     artifacts.write_parquet(ctx.path(artifacts.ASSIGNMENTS_PARQUET), result.assignments)
@@ -166,7 +170,7 @@ def build_charts(ctx: StageContext) -> list[RenderedChart]:
         (
             "jaccard",
             "Stability of each segment",
-            visualize.jaccard_chart(selection, segments, size),
+            visualize.jaccard_chart(segments, size),
         ),
         (
             "silhouette",
@@ -291,7 +295,13 @@ def _report(ctx: StageContext) -> str:
     return f"report written with {len(charts)} interactive charts"
 
 
-CLUSTER_PARAMS = ("cluster.k", "cluster.n_init", "cluster.max_iter", "cluster.seed")
+CLUSTER_PARAMS = (
+    "cluster.k",
+    "cluster.algorithm",
+    "cluster.n_init",
+    "cluster.max_iter",
+    "cluster.seed",
+)
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
@@ -312,6 +322,7 @@ STAGES: dict[str, Stage] = {
                 "select_k.rule",
                 "select_k.gap_references",
                 "select_k.bootstrap",
+                "select_k.sample_size",
                 *CLUSTER_PARAMS,
             ),
             upstream=("prepare",),
@@ -321,7 +332,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="cluster",
-            params=("features", *CLUSTER_PARAMS),
+            params=("features", "select_k.sample_size", *CLUSTER_PARAMS),
             upstream=("prepare", "select-k"),
             outputs=(
                 artifacts.SEGMENTS,

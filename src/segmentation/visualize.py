@@ -14,6 +14,7 @@ import vl_convert as vlc
 from sklearn.decomposition import PCA
 
 from segmentation.config import VisualizeConfig
+from segmentation.select_k import stability_class
 
 LABELS = {
     "age": "Age (years)",
@@ -233,19 +234,11 @@ def stability_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.T
     return chart
 
 
-def jaccard_chart(
-    k_selection: dict[str, Any], segments: pl.DataFrame, size: VisualizeConfig
-) -> alt.TopLevelMixin:
+def jaccard_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMixin:
     """Each segment's mean Jaccard similarity across resamples, coloured by its stability class."""
-    stability = k_selection["stability"]
     rows = _labelled(
-        pl.DataFrame(
-            {
-                "segment_id": [int(i) for i in stability["per_segment_jaccard"]],
-                "jaccard": list(stability["per_segment_jaccard"].values()),
-                "class": list(stability["per_segment_class"].values()),
-            },
-            schema={"segment_id": pl.Int64, "jaccard": pl.Float64, "class": pl.String},
+        segments.select("segment_id", pl.col("stability_jaccard").alias("jaccard")).with_columns(
+            pl.col("jaccard").map_elements(stability_class, return_dtype=pl.String).alias("class")
         ),
         segments,
     )
