@@ -52,6 +52,8 @@ STABILITY_CLASSES = (
     (0.6, "doubtful"),
     (0.0, "unstable"),
 )
+SILHOUETTE_ROWS = 5_000
+"""The silhouette of each k is measured on at most this many customers (it compares all pairs)."""
 # Independent random streams for the gap references and the bootstrap resamples.
 GAP_STREAM, BOOTSTRAP_STREAM, SAMPLE_STREAM = 1, 2, 3
 
@@ -106,6 +108,12 @@ def sweep_range(select_k: SelectKConfig, cluster: ClusterConfig) -> range:
     return range(low, high + 1)
 
 
+def single_start(cluster: ClusterConfig) -> ClusterConfig:
+    """One k-means++ start per fit, as R's clusGap and clusterboot use by default: the gap
+    references and bootstrap resamples are many, and each only needs a typical solution."""
+    return cluster.model_copy(update={"n_init": 1})
+
+
 def _parallel(tasks: list[Callable[[], T]], n_jobs: int | None) -> list[T]:
     """Run tasks in threads, each limited to one BLAS/OpenMP thread; results in task order."""
     jobs = n_jobs or os.cpu_count() or 1
@@ -127,7 +135,14 @@ def _score(matrix: np.ndarray, k: int, cluster: ClusterConfig) -> tuple[Candidat
     candidate = Candidate(
         k=k,
         inertia=fit.inertia,
-        silhouette=float(silhouette_score(matrix, fit.labels)),
+        silhouette=float(
+            silhouette_score(
+                matrix,
+                fit.labels,
+                sample_size=min(matrix.shape[0], SILHOUETTE_ROWS),
+                random_state=cluster.seed,
+            )
+        ),
         calinski_harabasz=float(calinski_harabasz_score(matrix, fit.labels)),
         davies_bouldin=float(davies_bouldin_score(matrix, fit.labels)),
     )
@@ -191,6 +206,7 @@ def gap_statistic(
 ) -> list[Candidate]:
     """Add gap(k) = E*[log W_k] - log W_k and its standard error s_k = sd_k * sqrt(1 + 1/B)."""
     reference = reference_sets(matrix, references, cluster.seed)
+    cluster = single_start(cluster)
 
     def task(b: int, k: int) -> Callable[[], float]:
         def run() -> float:
@@ -250,6 +266,7 @@ def bootstrap_stability(
 ) -> Stability:
     """Refit on bootstrap resamples and compare with the full-data fit on the resampled customers."""
     n = matrix.shape[0]
+    cluster = single_start(cluster)
     draws = [
         np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b]).integers(0, n, n)
         for b in range(resamples)
