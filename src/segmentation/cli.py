@@ -314,8 +314,7 @@ def assign(input_path: Path, output_path: Path, model_path: Path) -> None:
     found = model.get("format") if isinstance(model, dict) else type(model).__name__
     if found != cluster.MODEL_FORMAT:
         raise DataError(f"{model_path}: not a segmentation model (format {found!r})")
-    text = prepare.read_customers_csv(input_path)
-    customers = prepare.validate_customers(text, input_path, on_invalid="fail").customers
+    customers = prepare.load_customers(input_path, on_invalid="fail").customers
     try:
         features = tuple(model["features"])
         labelled = cluster.assign_segments(

@@ -76,8 +76,7 @@ def _prepare(ctx: StageContext) -> str:
     from segmentation import prepare
 
     config = ctx.config
-    text = prepare.read_customers_csv(ctx.raw.path)
-    prepared = prepare.validate_customers(text, ctx.raw.path, config.prepare.on_invalid)
+    prepared = prepare.load_customers(ctx.raw.path, config.prepare.on_invalid)
     columns = prepare.feature_columns(config.features)
     unscaled = prepare.unscaled_matrix(prepared.customers, config.features)
     scaler = prepare.fit_scaler(unscaled, columns, config.scaling)
