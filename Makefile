@@ -85,6 +85,12 @@ versions: $(RUNTIME_STAMP) ## List every version, newest first
 docker-test: all ## As root: build the image on a stand-in base, run it offline as non-root, compare with the host run
 	bash docker/test.sh
 
+## Benchmark (not part of `make test`): BENCH_ARGS="--sizes 100k" for a quick run
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(DEV_STAMP) ## Benchmark against the notebook baseline (100k, 1M, 10M rows); writes bench/results.md
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 ## Tooling
 .PHONY: test
 test: $(DEV_STAMP) ## Run pre-commit on all files, then pytest
@@ -93,8 +99,8 @@ test: $(DEV_STAMP) ## Run pre-commit on all files, then pytest
 
 .PHONY: lint
 lint: $(DEV_STAMP) ## Run ruff and mypy only
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 .PHONY: lock

@@ -1,0 +1,621 @@
+"""Benchmark: the pipeline (`segment run`) against the notebook baseline on synthetic customers.
+
+For each size (default 100k, 1M and 10M rows) it generates or reuses the data set
+(bench/generate.py), then runs, each in its own measured subprocess:
+
+- the pipeline, in a fresh temporary project folder whose config is the repo's config.yaml with
+  `data.path` pointing at the generated CSV (`data.url` and `data.sha256` null);
+- the baseline (bench/baseline.py), up to `--baseline-max` rows (default 1M: above that it takes
+  too long).
+
+Each run's wall time and peak RSS are measured by a small wrapper process whose only child is the
+run (`getrusage(RUSAGE_CHILDREN)`), so measurements do not mix. A run that fails, is killed or
+times out is recorded as such, with its exit code, and the benchmark goes on.
+
+It prints a Markdown table (size, tool, wall time, peak memory, chosen k, ARI against the true
+groups, report size, time relative to the baseline), writes it with a description of the machine
+to bench/results.md, and prints PASS / FAIL / SKIP for each target. Exit 1 if any target fails.
+
+    .venv/bin/python bench/run.py --sizes 100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+from generate import DATA_DIR, Dataset, ensure, parse_rows
+from sklearn.metrics import adjusted_rand_score
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+TRUE_K = 5
+MB = 1_000_000
+"""Memory and sizes are in decimal megabytes: 4 GB = 4,000 MB, 5 MB = 5,000,000 bytes."""
+Say = Callable[[str], None]
+NA = "n/a"
+
+# The wrapper that measures one run: it starts the command in its own session, waits (killing the
+# whole session on timeout or when interrupted) and writes wall time, exit code and the peak RSS of
+# its children as JSON. ru_maxrss is KiB on Linux, bytes on macOS.
+WRAPPER = r"""
+import json, os, resource, signal, subprocess, sys, time
+out, timeout, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+start = time.perf_counter()
+child = subprocess.Popen(cmd, start_new_session=True)
+def stop(signum, frame):
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    sys.exit(128 + signum)
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+timed_out = False
+try:
+    code = child.wait(timeout=timeout)
+except subprocess.TimeoutExpired:
+    timed_out = True
+    os.killpg(child.pid, signal.SIGKILL)
+    code = child.wait()
+seconds = time.perf_counter() - start
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+peak = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
+cpu = usage.ru_utime + usage.ru_stime
+with open(out, "w") as f:
+    json.dump(
+        {"seconds": seconds, "cpu": cpu, "exit_code": code, "timed_out": timed_out, "peak_rss": peak},
+        f,
+    )
+"""
+
+
+@dataclass
+class Measurement:
+    seconds: float
+    cpu_seconds: float
+    exit_code: int
+    timed_out: bool
+    peak_rss: int
+    log: Path
+
+
+@dataclass
+class Result:
+    rows: int
+    tool: str
+    status: str
+    """ok | failed (exit N) | killed (signal N) | timeout after N s | skipped (why) | error reading outputs"""
+    seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_rss: int | None = None
+    chosen_k: int | None = None
+    ari: float | None = None
+    report_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def measure(command: list[str], cwd: Path, log: Path, timeout: float) -> Measurement:
+    """Run `command` in `cwd` under the wrapper; its output goes to `log`."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        out = Path(handle.name)
+    try:
+        with log.open("w") as sink:
+            subprocess.run(
+                [sys.executable, "-c", WRAPPER, str(out), str(timeout), *command],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+        data = json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+    return Measurement(
+        seconds=float(data["seconds"]),
+        cpu_seconds=float(data["cpu"]),
+        exit_code=int(data["exit_code"]),
+        timed_out=bool(data["timed_out"]),
+        peak_rss=int(data["peak_rss"]),
+        log=log,
+    )
+
+
+def status_of(measurement: Measurement, timeout: float) -> str:
+    if measurement.timed_out:
+        return f"timeout after {timeout:g} s"
+    if measurement.exit_code < 0:
+        return f"killed (signal {-measurement.exit_code})"
+    if measurement.exit_code != 0:
+        return f"failed (exit {measurement.exit_code})"
+    return "ok"
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    text = path.read_text(errors="replace").rstrip().splitlines()
+    return "\n".join("    " + line[-200:] for line in text[-lines:])
+
+
+def pipeline_config(base: Path, csv: Path) -> str:
+    """The repo's config with the data pointing at `csv` and no download or hash check."""
+    config: dict[str, Any] = yaml.safe_load(base.read_text()) or {}
+    config["data"] = {**(config.get("data") or {}), "path": str(csv), "url": None, "sha256": None}
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def ari(truth: Path, assignments: pl.DataFrame, label: str) -> float:
+    """Adjusted Rand index of `label` against the true group, joined on customer_id.
+
+    Ids are compared as text: the pipeline keeps them as strings whatever the CSV holds.
+    """
+    key = pl.col("customer_id").cast(pl.String)
+    joined = (
+        pl.read_parquet(truth)
+        .with_columns(key)
+        .join(assignments.select(key, pl.col(label)), on="customer_id", how="inner")
+    )
+    if joined.height != assignments.height:
+        raise ValueError(f"{assignments.height - joined.height} customers missing from the truth")
+    return float(adjusted_rand_score(joined["group"].to_numpy(), joined[label].to_numpy()))
+
+
+STAGE_LINE = re.compile(r"^\s*\S\s+(?P<stage>[a-z-]+)\s+(?:ran|reused)\s+(?P<seconds>[\d.]+) s\b")
+
+
+def stage_times(log: Path) -> str:
+    """The pipeline's own per-stage times, from its log lines ("✓ prepare  ran  2.30 s ...")."""
+    found = [
+        f"{match['stage']} {float(match['seconds']):.1f} s"
+        for line in log.read_text(errors="replace").splitlines()
+        if (match := STAGE_LINE.match(line))
+    ]
+    return ", ".join(found)
+
+
+def read_outputs(result: Result, readers: dict[str, Callable[[], None]], say: Say) -> None:
+    """Call each reader; one that fails marks the result and says why, the others still run."""
+    for what, reader in readers.items():
+        try:
+            reader()
+        except (OSError, KeyError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+            result.status = "error reading outputs"
+            say(f"  could not read {what}: {type(exc).__name__}: {exc}")
+
+
+def run_pipeline(
+    data: Dataset,
+    segment: Path,
+    base_config: Path,
+    timeout: float,
+    keep: bool,
+    logs: Path,
+    say: Say,
+) -> Result:
+    project = Path(tempfile.mkdtemp(prefix=f"segbench-{data.rows}-pipeline-"))
+    (project / "config.yaml").write_text(pipeline_config(base_config, data.csv))
+    say(f"pipeline, {data.rows:,} rows: running in {project}")
+    measured = measure(
+        [str(segment), "run", "--config", "config.yaml"], project, project / "run.log", timeout
+    )
+    result = Result(
+        data.rows,
+        "pipeline",
+        status_of(measured, timeout),
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
+        peak_rss=measured.peak_rss,
+    )
+    if stages := stage_times(measured.log):
+        result.notes.append(f"stages: {stages}")
+    if result.ok:
+        latest = project / "artifacts" / "latest"
+
+        def chosen_k() -> None:
+            selection = json.loads((latest / "k_selection.json").read_text())
+            result.chosen_k = int(selection["chosen_k"])
+
+        def rand_index() -> None:
+            assignments = pl.read_parquet(latest / "assignments.parquet")
+            result.ari = ari(data.truth, assignments, "segment_id")
+
+        def report() -> None:
+            result.report_bytes = (project / "reports" / "latest" / "index.html").stat().st_size
+
+        read_outputs(
+            result,
+            {"k_selection.json": chosen_k, "assignments.parquet": rand_index, "report": report},
+            say,
+        )
+    finish(result, measured, project, keep, logs, say)
+    return result
+
+
+def run_baseline(data: Dataset, timeout: float, keep: bool, logs: Path, say: Say) -> Result:
+    folder = Path(tempfile.mkdtemp(prefix=f"segbench-{data.rows}-baseline-"))
+    say(f"baseline, {data.rows:,} rows: running in {folder}")
+    result_json = folder / "result.json"
+    command = [
+        sys.executable,
+        str(BENCH / "baseline.py"),
+        "--csv",
+        str(data.csv),
+        "--truth",
+        str(data.truth),
+        "--out-dir",
+        str(folder / "plots"),
+        "--result",
+        str(result_json),
+    ]
+    measured = measure(command, folder, folder / "run.log", timeout)
+    result = Result(
+        data.rows,
+        "baseline",
+        status_of(measured, timeout),
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
+        peak_rss=measured.peak_rss,
+    )
+    if result.ok:
+
+        def outputs() -> None:
+            found = json.loads(result_json.read_text())
+            result.chosen_k, result.ari = int(found["chosen_k"]), found["ari"]
+            result.report_bytes = int(found["plot_bytes"])
+
+        read_outputs(result, {"result.json": outputs}, say)
+    finish(result, measured, folder, keep, logs, say)
+    return result
+
+
+def finish(
+    result: Result, measured: Measurement, folder: Path, keep: bool, logs: Path, say: Say
+) -> None:
+    """Say how the run went, keep its log in `logs`, and remove its folder unless it failed."""
+    logs.mkdir(parents=True, exist_ok=True)
+    kept_log = logs / f"{result.rows}-{result.tool}.log"
+    shutil.copyfile(measured.log, kept_log)
+    say(
+        f"  {result.status}: {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU, "
+        f"peak {fmt_mb(result.peak_rss)} MB (log: {kept_log})"
+    )
+    for note in result.notes:
+        say(f"  {note}")
+    if not result.ok:
+        say(f"  kept {folder} for a look; last lines of its log:\n{tail(measured.log)}")
+    elif not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fmt_mb(value: int | None) -> str:
+    return NA if value is None else f"{value / MB:,.0f}"
+
+
+def fmt_rows(rows: int) -> str:
+    if rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}M"
+    if rows % 1_000 == 0:
+        return f"{rows // 1_000}k"
+    return f"{rows:,}"
+
+
+def table(results: list[Result]) -> str:
+    baseline_seconds = {
+        r.rows: r.seconds for r in results if r.tool == "baseline" and r.ok and r.seconds
+    }
+    lines = [
+        "| rows | tool | status | wall time (s) | CPU time (s) | peak memory (MB) | chosen k | ARI | report size "
+        "(MB) | time / baseline |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        measured = r.seconds is not None and not r.status.startswith("skipped")
+        ratio = NA
+        if r.ok and r.seconds is not None and r.rows in baseline_seconds:
+            ratio = f"{r.seconds / baseline_seconds[r.rows]:.2f}x"
+        cells = [
+            fmt_rows(r.rows),
+            r.tool,
+            r.status,
+            f"{r.seconds:,.1f}" if measured and r.seconds is not None else NA,
+            f"{r.cpu_seconds:,.1f}" if measured and r.cpu_seconds is not None else NA,
+            fmt_mb(r.peak_rss) if measured else NA,
+            NA if r.chosen_k is None else str(r.chosen_k),
+            NA if r.ari is None else f"{r.ari:.4f}",
+            NA if r.report_bytes is None else f"{r.report_bytes / MB:.2f}",
+            ratio,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Check:
+    verdict: str  # PASS | FAIL | SKIP
+    target: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.verdict} {self.target}: {self.detail}"
+
+
+def checks(results: list[Result]) -> list[Check]:
+    def find(rows: int, tool: str) -> Result | None:
+        return next((r for r in results if r.rows == rows and r.tool == tool), None)
+
+    def verdict(passed: bool) -> str:
+        return "PASS" if passed else "FAIL"
+
+    found: list[Check] = []
+    one_m, ten_m = find(1_000_000, "pipeline"), find(10_000_000, "pipeline")
+    baseline = find(1_000_000, "baseline")
+
+    target = "1M rows: pipeline time <= 1/4 of the baseline's"
+    if one_m is None or baseline is None:
+        found.append(Check("SKIP", target, "needs both runs at 1M rows (--sizes 1M)"))
+    elif not baseline.ok:
+        found.append(Check("SKIP", target, f"baseline {baseline.status}"))
+    elif not one_m.ok or one_m.seconds is None or baseline.seconds is None:
+        found.append(Check("FAIL", target, f"pipeline {one_m.status}"))
+    else:
+        ratio = one_m.seconds / baseline.seconds
+        found.append(
+            Check(
+                verdict(ratio <= 0.25),
+                target,
+                f"{one_m.seconds:.1f} s vs {baseline.seconds:.1f} s (ratio {ratio:.2f})",
+            )
+        )
+
+    for target, test in (
+        (f"1M rows: pipeline finds the true k ({TRUE_K})", "k"),
+        ("1M rows: pipeline ARI >= 0.95", "ari"),
+    ):
+        if one_m is None:
+            found.append(Check("SKIP", target, "not run at 1M rows"))
+        elif not one_m.ok:
+            found.append(Check("FAIL", target, f"pipeline {one_m.status}"))
+        elif test == "k":
+            found.append(Check(verdict(one_m.chosen_k == TRUE_K), target, f"k = {one_m.chosen_k}"))
+        else:
+            value = one_m.ari if one_m.ari is not None else float("nan")
+            found.append(Check(verdict(value >= 0.95), target, f"ARI = {value:.4f}"))
+
+    target = "10M rows: pipeline peak memory < 4 GB"
+    if ten_m is None:
+        found.append(Check("SKIP", target, "not run at 10M rows"))
+    elif ten_m.peak_rss is None:
+        found.append(Check("FAIL", target, f"pipeline {ten_m.status}, no measurement"))
+    else:
+        note = "" if ten_m.ok else f" (run {ten_m.status})"
+        found.append(
+            Check(
+                verdict(ten_m.ok and ten_m.peak_rss < 4_000 * MB),
+                target,
+                f"{fmt_mb(ten_m.peak_rss)} MB{note}",
+            )
+        )
+
+    target = "10M rows: pipeline time <= 11 x its 1M time (linear, 10% slack)"
+    if ten_m is None or one_m is None:
+        found.append(Check("SKIP", target, "needs pipeline runs at 1M and 10M rows"))
+    elif not (ten_m.ok and one_m.ok) or ten_m.seconds is None or one_m.seconds is None:
+        found.append(Check("FAIL", target, f"1M {one_m.status}, 10M {ten_m.status}"))
+    else:
+        ratio = ten_m.seconds / one_m.seconds
+        found.append(
+            Check(
+                verdict(ratio <= 11),
+                target,
+                f"{ten_m.seconds:.1f} s / {one_m.seconds:.1f} s = {ratio:.2f}",
+            )
+        )
+
+    for r in results:
+        if r.tool != "pipeline":
+            continue
+        target = f"{fmt_rows(r.rows)} rows: report < 5 MB"
+        if r.report_bytes is None:
+            found.append(Check("FAIL", target, f"pipeline {r.status}, no report"))
+        else:
+            found.append(
+                Check(verdict(r.report_bytes < 5 * MB), target, f"{r.report_bytes:,} bytes")
+            )
+    return found
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages: other work on the machine slows every run."""
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def machine(load_at_start: str) -> list[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    model = "unknown"
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    else:
+        model = platform.processor() or "unknown"
+    memory = "unknown"
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) * 1024 / 1e9:.1f} GB"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = []
+    for package in ("numpy", "scikit-learn", "polars", "pandas", "matplotlib"):
+        try:
+            versions.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            versions.append(f"{package} (not installed)")
+    return [
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- CPU: {model}; {os.cpu_count()} cores ({usable} usable)",
+        f"- RAM: {memory}",
+        f"- OS: {platform.platform()}",
+        f"- Python {platform.python_version()}; " + ", ".join(versions),
+        f"- code: {git_describe()}",
+        f"- load average (1, 5, 15 min) at the start: {load_at_start}; at the end: "
+        f"{load_average()}",
+    ]
+
+
+def git_describe() -> str:
+    """The commit benchmarked, and whether the work tree had changes (read-only git commands)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [parse_rows(part) for part in text.split(",") if part.strip()],
+        default=[100_000, 1_000_000, 10_000_000],
+        help="comma-separated row counts, e.g. 100k,1M,10M",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
+    parser.add_argument(
+        "--baseline-max",
+        type=parse_rows,
+        default=1_000_000,
+        help="run the baseline only up to this many rows",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=3600, help="seconds before a run is killed"
+    )
+    parser.add_argument("--config", type=Path, default=REPO / "config.yaml", help="base config")
+    parser.add_argument(
+        "--segment",
+        type=Path,
+        default=REPO / ".venv" / "bin" / "segment",
+        help="the pipeline's command",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="generated data sets and run logs"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=BENCH / "results.md", help="Markdown results file"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary project folders of good runs too"
+    )
+    parser.add_argument(
+        "--tools",
+        default="pipeline,baseline",
+        help="which tools to run, comma-separated: pipeline, baseline",
+    )
+    args = parser.parse_args(argv)
+    tools = {part.strip() for part in args.tools.split(",") if part.strip()}
+    if not tools or tools - {"pipeline", "baseline"}:
+        parser.error(f"--tools takes pipeline and/or baseline, got {args.tools!r}")
+    if "pipeline" in tools and not args.segment.is_file():
+        parser.error(f"{args.segment} not found: run `make venv` first, or pass --segment")
+
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    load_at_start = load_average()
+    logs = args.data_dir / "logs"
+    results: list[Result] = []
+    for rows in args.sizes:
+        data = ensure(rows, args.seed, args.data_dir, log=say)
+        if "pipeline" in tools:
+            results.append(
+                run_pipeline(data, args.segment, args.config, args.timeout, args.keep, logs, say)
+            )
+        if "baseline" in tools:
+            if rows > args.baseline_max:
+                reason = f"skipped (> --baseline-max {args.baseline_max:,} rows)"
+                results.append(Result(rows, "baseline", reason))
+                say(f"baseline, {rows:,} rows: {reason}")
+            else:
+                results.append(run_baseline(data, args.timeout, args.keep, logs, say))
+
+    rendered = table(results)
+    verdicts = checks(results)
+    say("\n" + rendered + "\n")
+    for check in verdicts:
+        say(check.line())
+
+    command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    args.results.write_text(
+        "\n".join(
+            [
+                "# Benchmark results",
+                "",
+                f"`{command.strip()}` (data seed {args.seed}; timeout {args.timeout:g} s per run)",
+                "",
+                *machine(load_at_start),
+                "",
+                rendered,
+                "",
+                *(f"- {fmt_rows(r.rows)} {r.tool}: {note}" for r in results for note in r.notes),
+                "",
+                "Wall time, CPU time (user + system, all threads) and peak memory are those of the"
+                " whole process (imports, reading the CSV, writing every output); on a busy machine"
+                " (see the load average) wall time grows, CPU time much less. Memory and sizes are in decimal MB. The baseline's report"
+                " size is its two PNG plots; the pipeline's, reports/latest/index.html. ARI is"
+                " against the true groups of the generated data.",
+                "",
+                "```",
+                *(check.line() for check in verdicts),
+                "```",
+                "",
+            ]
+        )
+    )
+    say(f"\nwritten to {args.results}")
+    return 1 if any(check.verdict == "FAIL" for check in verdicts) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the wrapper has already ended the run it was measuring
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
