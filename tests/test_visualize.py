@@ -136,12 +136,23 @@ def test_segment_legend_lists_segments_in_id_order(run2: Run) -> None:
     assert domain == [f"{i} · {name}" for i, name in enumerate(run2.segments["name"])]
 
 
-def test_silhouette_chart_draws_at_most_max_points(run2: Run) -> None:
-    size = VisualizeConfig(width=200, height=150, max_points=100)
-    spec = visualize.silhouette_chart(run2.assignments, run2.segments, size, seed=42).to_dict()
+def test_silhouette_chart_draws_every_customer_of_a_small_run(run2: Run) -> None:
+    spec = visualize.silhouette_chart(run2.assignments, run2.segments, SIZE).to_dict()
     rows = [data for data in spec["datasets"].values() if data and "position" in data[0]]
     assert len(rows) == 1
-    assert len(rows[0]) == 100
+    assert len(rows[0]) == run2.assignments.height
+
+
+def test_silhouette_chart_keeps_each_segments_share_when_bounded(run2: Run) -> None:
+    many = pl.concat([run2.assignments] * 40).with_columns(
+        pl.int_range(pl.len()).cast(pl.String).alias("customer_id")
+    )
+    spec = visualize.silhouette_chart(many, run2.segments, SIZE).to_dict()
+    (rows,) = [data for data in spec["datasets"].values() if data and "position" in data[0]]
+    assert len(rows) <= visualize.SILHOUETTE_BARS
+    shown = pl.DataFrame(rows)["segment"].value_counts().sort("segment")["count"].to_list()
+    full = run2.assignments["segment_id"].value_counts().sort("segment_id")["count"].to_list()
+    assert shown == pytest.approx([n * len(rows) / run2.assignments.height for n in full], abs=2)
 
 
 def test_profile_chart_has_a_cell_per_segment_and_column(run2: Run) -> None:

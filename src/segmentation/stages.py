@@ -174,7 +174,7 @@ def build_charts(ctx: StageContext) -> list[RenderedChart]:
         (
             "silhouette",
             "Silhouette per customer",
-            visualize.silhouette_chart(assignments, segments, size, seed),
+            visualize.silhouette_chart(assignments, segments, size),
         ),
         (
             "segments",

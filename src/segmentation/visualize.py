@@ -25,6 +25,8 @@ LABELS = {
     "female_share": "Female (share)",
 }
 CHOSEN_COLOR = "#d62728"
+SILHOUETTE_BARS = 1000
+"""The most bars the per-customer silhouette chart draws (more are indistinguishable)."""
 # A segment picked by a click (or in the report's segment buttons) is highlighted in every chart:
 # the report sets the top-level `highlight` parameter of each chart to the picked segment.
 HIGHLIGHT = "highlight"
@@ -279,12 +281,21 @@ def jaccard_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevel
 
 
 def silhouette_chart(
-    assignments: pl.DataFrame, segments: pl.DataFrame, size: VisualizeConfig, seed: int
+    assignments: pl.DataFrame, segments: pl.DataFrame, size: VisualizeConfig
 ) -> alt.TopLevelMixin:
-    """Per-customer silhouette at the chosen k, sorted within each segment, segments stacked."""
-    rows = _labelled(_sample(assignments, size.max_points, seed), segments).sort(
+    """Per-customer silhouette at the chosen k, sorted within each segment, segments stacked.
+
+    Beyond `SILHOUETTE_BARS` customers, each segment shows evenly spaced values of its sorted
+    silhouettes (its quantiles), in proportion to its size: the same shape, a bounded chart.
+    """
+    rows = _labelled(assignments.select("customer_id", "segment_id", "silhouette"), segments).sort(
         ["segment_id", "silhouette"], descending=[False, True]
     )
+    if rows.height > SILHOUETTE_BARS:
+        # Every segment keeps its best customer, plus its share of the remaining bars.
+        share = (SILHOUETTE_BARS - segments.height) / rows.height
+        rank = pl.int_range(pl.len()).over("segment_id")
+        rows = rows.filter((rank == 0) | (((rank + 1) * share).floor() != (rank * share).floor()))
     gap = max(2, rows.height // 50)
     positions = (rows["segment_id"].cast(pl.Int64) * gap).to_numpy() + np.arange(rows.height)
     rows = rows.with_columns(pl.Series("position", positions)).select(
