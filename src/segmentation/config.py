@@ -69,7 +69,7 @@ class SelectKConfig(_Section):
     rule: KRule = Field(default=KRule.SILHOUETTE, strict=False)
     gap_references: int = Field(default=20, ge=2, le=1000)
     bootstrap: int = Field(default=50, ge=2, le=1000)
-    sample_size: int = Field(default=10_000, ge=100)
+    sample_size: int = Field(default=5_000, ge=100)
 
     @model_validator(mode="after")
     def _ordered(self) -> SelectKConfig:

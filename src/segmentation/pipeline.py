@@ -257,6 +257,9 @@ def _execute(
         return result
 
     current = "start"
+    # With the lock held, anything left in the staging folders is from a run that was killed.
+    for leftovers in (run.workspace.staging, run.workspace.report_staging):
+        shutil.rmtree(leftovers, ignore_errors=True)
     staging = artifacts.make_staging_dir(run.workspace.staging, run.version)
     report_staging = artifacts.make_staging_dir(run.workspace.report_staging, run.version)
     try:

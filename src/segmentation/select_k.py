@@ -52,7 +52,7 @@ STABILITY_CLASSES = (
     (0.6, "doubtful"),
     (0.0, "unstable"),
 )
-SILHOUETTE_ROWS = 5_000
+SILHOUETTE_ROWS = 2_000
 """The silhouette of each k is measured on at most this many customers (it compares all pairs)."""
 # Independent random streams for the gap references and the bootstrap resamples.
 GAP_STREAM, BOOTSTRAP_STREAM, SAMPLE_STREAM = 1, 2, 3
