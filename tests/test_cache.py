@@ -68,7 +68,7 @@ INVALIDATION = [
     ("select_k.rule", "elbow", FROM_SELECT_K),
     ("select_k.gap_references", 30, FROM_SELECT_K),
     ("select_k.bootstrap", 80, FROM_SELECT_K),
-    ("select_k.sample_size", 5000, FROM_SELECT_K),
+    ("select_k.sample_size", 8000, FROM_SELECT_K),
     ("cluster.k", 4, FROM_SELECT_K),
     ("cluster.algorithm", "minibatch", FROM_SELECT_K),
     ("cluster.n_init", 5, FROM_SELECT_K),
