@@ -51,8 +51,8 @@ def sweep_blobs(
 ) -> dict[int, list[Candidate]]:
     """The sweep k=2..6 on three and on four well-separated groups."""
     return {
-        3: sweep(featurize(blobs3).matrix, range(2, 7), FAST),
-        4: sweep(featurize(blobs4).matrix, range(2, 7), FAST),
+        3: sweep(featurize(blobs3).matrix, range(2, 7), FAST)[0],
+        4: sweep(featurize(blobs4).matrix, range(2, 7), FAST)[0],
     }
 
 
@@ -80,7 +80,7 @@ def test_sweep_adds_k1_with_the_total_inertia_only(
     featurize: Callable[..., Any], blobs3: pl.DataFrame
 ) -> None:
     matrix = featurize(blobs3).matrix
-    first = sweep(matrix, range(2, 3), FAST)[0]
+    first = sweep(matrix, range(2, 3), FAST)[0][0]
     total = float(((matrix - matrix.mean(axis=0)) ** 2).sum())
     assert first == Candidate(1, pytest.approx(total), None, None, None)
 
@@ -89,14 +89,17 @@ def test_sweep_scores_every_k_and_reports_progress(
     featurize: Callable[..., Any], blobs3: pl.DataFrame
 ) -> None:
     seen: list[int] = []
-    result = sweep(featurize(blobs3).matrix, range(2, 5), FAST, on_k=seen.append)
+    result, labels = sweep(
+        featurize(blobs3).matrix, range(2, 5), FAST, done=lambda k, _seconds: seen.append(k)
+    )
     assert [c.k for c in result] == [1, 2, 3, 4]
-    assert seen == [2, 3, 4]
+    assert sorted(labels) == [2, 3, 4]
+    assert sorted(seen) == [2, 3, 4]
 
 
 def test_sweep_is_reproducible(featurize: Callable[..., Any], blobs3: pl.DataFrame) -> None:
     matrix = featurize(blobs3).matrix
-    assert sweep(matrix, range(2, 5), FAST) == sweep(matrix, range(2, 5), FAST)
+    assert sweep(matrix, range(2, 5), FAST)[0] == sweep(matrix, range(2, 5), FAST)[0]
 
 
 def test_no_knee_on_a_straight_line() -> None:

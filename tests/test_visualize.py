@@ -34,7 +34,7 @@ class Run:
 
 def _run(featurize: Callable[..., Any], customers: pl.DataFrame, features: tuple[str, ...]) -> Run:
     bundle = featurize(customers, features)
-    selection = choose_k(sweep(bundle.matrix, range(2, 7), FAST), KRule.SILHOUETTE, None)
+    selection = choose_k(sweep(bundle.matrix, range(2, 7), FAST)[0], KRule.SILHOUETTE, None)
     result = segment_customers(
         customers,
         bundle.matrix,

@@ -36,7 +36,6 @@ from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
 T = TypeVar("T")
 # Scores are rounded before comparing so that ties do not hinge on the last floating-point bit.
 TIE_DECIMALS = 10
-CRITERIA = ("silhouette", "elbow", "gap", "calinski_harabasz", "davies_bouldin", "stability")
 CRITERIA_LABELS = {
     "silhouette": "silhouette (highest)",
     "elbow": "elbow of the inertia curve",
@@ -149,9 +148,15 @@ def _score(matrix: np.ndarray, k: int, cluster: ClusterConfig) -> tuple[Candidat
     return candidate, fit.labels
 
 
-def _sweep_with_labels(
-    matrix: np.ndarray, ks: range, cluster: ClusterConfig, done: Done, n_jobs: int | None
+def sweep(
+    matrix: np.ndarray,
+    ks: range,
+    cluster: ClusterConfig,
+    done: Done = _ignore,
+    n_jobs: int | None = None,
 ) -> tuple[list[Candidate], dict[int, np.ndarray]]:
+    """Score K-Means for each k (k=1 gets its inertia only, for the elbow); also each k's labels."""
+
     def task(k: int) -> Callable[[], tuple[Candidate, np.ndarray]]:
         def run() -> tuple[Candidate, np.ndarray]:
             started = time.perf_counter()
@@ -165,21 +170,6 @@ def _sweep_with_labels(
     candidates = [Candidate(1, _total_inertia(matrix), None, None, None)]
     candidates += [candidate for candidate, _ in scored]
     return candidates, {candidate.k: labels for candidate, labels in scored}
-
-
-def sweep(
-    matrix: np.ndarray,
-    ks: range,
-    cluster: ClusterConfig,
-    on_k: Callable[[int], None] | None = None,
-    n_jobs: int | None = None,
-) -> list[Candidate]:
-    """Score K-Means for each k; k=1 gets its inertia only, for the elbow."""
-    candidates, _ = _sweep_with_labels(matrix, ks, cluster, _ignore, n_jobs)
-    if on_k is not None:
-        for k in ks:
-            on_k(k)
-    return candidates
 
 
 def reference_sets(matrix: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
@@ -501,7 +491,7 @@ def evaluate(
             seconds[k] += elapsed
         advance(1)
 
-    candidates, labels = _sweep_with_labels(matrix, ks, cluster, done, n_jobs)
+    candidates, labels = sweep(matrix, ks, cluster, done, n_jobs)
     candidates = gap_statistic(matrix, candidates, cluster, select_k.gap_references, done, n_jobs)
     stability = bootstrap_stability(matrix, labels, cluster, select_k.bootstrap, done, n_jobs)
     log(
