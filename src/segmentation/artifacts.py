@@ -200,6 +200,12 @@ def write_csv(target: Path, frame: pl.DataFrame) -> None:
         frame.write_csv(temporary, float_precision=6, line_terminator="\n")
 
 
+def latest_version(folder: Path) -> str | None:
+    """The version `folder/latest` points at, or None before the first complete run."""
+    link = folder / LATEST
+    return link.resolve().name if link.is_symlink() else None
+
+
 def point_latest(folder: Path, version: str) -> None:
     """Atomically switch `folder/latest` to the given version (a relative symlink)."""
     link = folder / LATEST

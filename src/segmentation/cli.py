@@ -242,14 +242,9 @@ def prune_versions(keep: int) -> None:
     """Remove old versions; the one `latest` points at is always kept."""
     workspace = _workspace()
     removed = versions.prune(workspace, keep)
-    if removed:
-        from segmentation import report
-
-        remaining = versions.list_versions(workspace)
-        latest = (workspace.artifacts / artifacts.LATEST).resolve().name
-        artifacts.write_text(
-            workspace.reports / "index.html", report.render_index(remaining, latest=latest)
-        )
+    latest = artifacts.latest_version(workspace.artifacts)
+    if removed and latest is not None:
+        pipeline.write_index(workspace, latest)
     console.print(
         f"removed {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}"
     )

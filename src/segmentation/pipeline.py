@@ -323,11 +323,14 @@ def _complete(run: Run, staging: Path, report_staging: Path) -> None:
 
 def publish(workspace: Workspace, version: str) -> None:
     """Point `latest` at a complete version and rewrite the page that lists every version."""
-    from segmentation import report, versions
-
     artifacts.point_latest(workspace.artifacts, version)
     artifacts.point_latest(workspace.reports, version)
-    index = workspace.reports / "index.html"
-    artifacts.write_text(
-        index, report.render_index(versions.list_versions(workspace), latest=version)
-    )
+    write_index(workspace, version)
+
+
+def write_index(workspace: Workspace, latest: str) -> None:
+    """Rewrite reports/index.html, the page listing every complete version."""
+    from segmentation import report, versions
+
+    page = report.render_index(versions.list_versions(workspace), latest=latest)
+    artifacts.write_text(workspace.reports / "index.html", page)

@@ -50,16 +50,14 @@ def list_versions(workspace: Workspace) -> list[dict[str, Any]]:
 
 def resolve_version(workspace: Workspace, name: str) -> str:
     """A version id from a full id, a unique prefix, or `latest`."""
-    from segmentation.pipeline import is_complete
-
     if name == artifacts.LATEST:
-        link = workspace.artifacts / artifacts.LATEST
-        if not link.is_symlink():
+        latest = artifacts.latest_version(workspace.artifacts)
+        if latest is None:
             raise ConfigError("no version yet: run `make all` first")
-        return link.resolve().name
+        return latest
     known = [v["version"] for v in list_versions(workspace)]
     matches = [v for v in known if v.startswith(name)]
-    if len(matches) != 1 or not is_complete(workspace, matches[0]):
+    if len(matches) != 1:
         choices = ", ".join(known) or "none yet"
         what = "matches several versions" if len(matches) > 1 else "is not a complete version"
         raise ConfigError(f"version '{name}' {what}; known versions: {choices}")
@@ -150,8 +148,7 @@ def prune(workspace: Workspace, keep: int) -> list[str]:
 
 
 def _prune(workspace: Workspace, keep: int) -> list[str]:
-    latest_link = workspace.artifacts / artifacts.LATEST
-    latest = latest_link.resolve().name if latest_link.is_symlink() else None
+    latest = artifacts.latest_version(workspace.artifacts)
     removed = []
     for entry in list_versions(workspace)[keep:]:
         version = entry["version"]
