@@ -178,6 +178,17 @@ def load_customers(path: Path, on_invalid: str) -> Prepared:
     return validate_customers(read_customers_csv(path), path, on_invalid)
 
 
+def _trimmed_text() -> list[pl.Expr]:
+    """Each canonical text column without surrounding spaces, an empty value read as missing."""
+    return [
+        pl.when(pl.col(c).str.strip_chars() == "")
+        .then(None)
+        .otherwise(pl.col(c).str.strip_chars())
+        .alias(c)
+        for c in COLUMNS
+    ]
+
+
 def _parquet_as_text(path: Path) -> pl.DataFrame:
     """A Parquet file's customers as text columns, numbered by row, for the same validation."""
     try:
@@ -200,10 +211,7 @@ def _parquet_as_text(path: Path) -> pl.DataFrame:
             for original, canonical in renames.items()
         )
         .select(COLUMNS)
-        .with_columns(pl.col(COLUMNS).str.strip_chars())
-        .with_columns(
-            pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in COLUMNS
-        )
+        .with_columns(_trimmed_text())
         .with_row_index(LINE, offset=1)
         .with_columns(pl.col(LINE).cast(pl.Int64))
     )
@@ -321,15 +329,7 @@ def read_customers_csv(path: Path) -> pl.DataFrame:
         if starts is not None and len(starts) == raw.height
         else pl.int_range(2, raw.height + 2, dtype=pl.Int64, eager=True).alias(LINE)
     )
-    return (
-        raw.rename(renames)
-        .select(COLUMNS)
-        .with_columns(pl.col(COLUMNS).str.strip_chars())
-        .with_columns(
-            pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in COLUMNS
-        )
-        .select(lines, *COLUMNS)
-    )
+    return raw.rename(renames).select(COLUMNS).with_columns(_trimmed_text()).select(lines, *COLUMNS)
 
 
 def _normalised_gender() -> pl.Expr:
