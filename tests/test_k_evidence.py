@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
-from segmentation.select_k import evaluate, stability_class, vote
+from segmentation.select_k import (
+    THREADS_FROM_VALUES,
+    evaluate,
+    segment_jaccard,
+    stability_class,
+    vote,
+    workers,
+)
 
 CENTRES = {
     3: np.array([(0.0, 0.0), (10.0, 0.0), (5.0, 9.0)]),
@@ -157,6 +165,19 @@ def test_results_are_identical_whatever_the_number_of_workers() -> None:
     one = evaluate(matrix, matrix, config, CLUSTER, progress=silent, n_jobs=1)
     two = evaluate(matrix, matrix, config, CLUSTER, progress=silent, n_jobs=2)
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+
+
+def test_segment_jaccard_matches_each_segment_with_its_closest_counterpart() -> None:
+    full = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    boot = np.array([1, 1, 1, 0, 0, 0, 2, 2])
+    # Segment 0 {0-3} vs boot 1 {0-2}: 3 shared of 4; segment 1 {4,5} vs boot 0 {3-5}: 2 of 3.
+    assert segment_jaccard(full, boot, 4) == [pytest.approx(3 / 4), pytest.approx(2 / 3), 1.0, None]
+
+
+def test_small_matrices_are_fitted_in_one_thread_and_large_ones_in_all() -> None:
+    assert workers(np.zeros((THREADS_FROM_VALUES // 2 - 1, 2)), None) == 1
+    assert workers(np.zeros((THREADS_FROM_VALUES // 2, 2)), None) == (os.cpu_count() or 1)
+    assert workers(np.zeros((10, 2)), 3) == 3
 
 
 def test_every_fit_is_counted_by_the_progress_callback() -> None:

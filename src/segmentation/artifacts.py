@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -136,6 +136,33 @@ def code_fingerprint() -> str:
             digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
     return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+def user_cache() -> Path:
+    """Files derived only from installed packages, shared by every project of the user
+    ($XDG_CACHE_HOME/segmentation on Linux)."""
+    import pooch
+
+    return Path(pooch.os_cache("segmentation"))
+
+
+def memoized_text(name: str, compute: Callable[[], str]) -> str:
+    """`compute()`, kept in the user cache as `name`, which must change whenever the result would.
+
+    A kept copy is used only if it matches the SHA-256 written beside it. The cache only saves
+    time, so one that cannot be read or written is passed over.
+    """
+    path = user_cache() / name
+    digest = path.with_name(f"{path.name}.sha256")
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = path.read_text(encoding="utf-8")
+        if sha256_text(text) == digest.read_text(encoding="utf-8").strip():
+            return text
+    text = compute()
+    with contextlib.suppress(OSError):
+        write_text(path, text)
+        write_text(digest, sha256_text(text) + "\n")
+    return text
 
 
 def version_id(resolved_config: dict[str, Any], data_sha256: str) -> str:

@@ -245,6 +245,7 @@ def environment() -> dict[str, Any]:
 
 
 # Bundled by vl-convert with Vega, Vega-Lite and Vega-Embed, then made global for the page's script.
+# Bundling takes about a second and depends only on vl-convert's version, so it is kept per user.
 VEGA_GLOBALS = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLite = vegaLite;"
 
 
@@ -281,7 +282,11 @@ def _report(ctx: StageContext) -> str:
         charts=charts,
         environment=environment(),
         git=ctx.git,
-        javascript=vl_convert.javascript_bundle(VEGA_GLOBALS),
+        javascript=artifacts.memoized_text(
+            f"vega-bundle-{importlib.metadata.version('vl-convert-python')}-"
+            f"{artifacts.sha256_text(VEGA_GLOBALS)[:12]}.js",
+            lambda: vl_convert.javascript_bundle(VEGA_GLOBALS),
+        ),
     )
     artifacts.write_text(ctx.report_folder / artifacts.REPORT, report.render_report(inputs))
     # The chart files go beside the report, for slides and for readers without JavaScript.

@@ -575,10 +575,8 @@ def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) ->
     if '"name": "pick"' in json.dumps(spec):
         # Declared at the top level so that the page can set it in every chart at once.
         spec["params"] = [{"name": HIGHLIGHT, "value": None}, *spec.get("params", [])]
+    svg = stable_svg_ids(vlc.vegalite_to_svg(spec), name)
+    # Rasterising the SVG gives the same PNG as vegalite_to_png without running Vega a second time.
     return RenderedChart(
-        name=name,
-        title=title,
-        spec=spec,
-        png=vlc.vegalite_to_png(spec, scale=png_scale),
-        svg=stable_svg_ids(vlc.vegalite_to_svg(spec), name),
+        name=name, title=title, spec=spec, png=vlc.svg_to_png(svg, scale=png_scale), svg=svg
     )
