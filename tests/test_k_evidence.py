@@ -9,10 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.select_k import (
     THREADS_FROM_VALUES,
+    adjusted_rand,
+    contingency,
     evaluate,
     segment_jaccard,
     stability_class,
@@ -172,6 +175,23 @@ def test_segment_jaccard_matches_each_segment_with_its_closest_counterpart() -> 
     boot = np.array([1, 1, 1, 0, 0, 0, 2, 2])
     # Segment 0 {0-3} vs boot 1 {0-2}: 3 shared of 4; segment 1 {4,5} vs boot 0 {3-5}: 2 of 3.
     assert segment_jaccard(full, boot, 4) == [pytest.approx(3 / 4), pytest.approx(2 / 3), 1.0, None]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_adjusted_rand_from_the_table_equals_scikit_learns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, 6, 500)
+    # Half the labels kept, half redrawn: agreement well above chance, short of perfect.
+    second = np.where(rng.random(500) < 0.5, first, rng.integers(0, 6, 500))
+    table = contingency(first, second, 6)
+    assert adjusted_rand(table) == pytest.approx(adjusted_rand_score(first, second), abs=1e-12)
+
+
+def test_adjusted_rand_is_one_for_the_same_grouping_under_other_labels() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    assert adjusted_rand(contingency(labels, (labels + 1) % 3, 3)) == pytest.approx(1.0)
+    everyone_together = np.zeros(6, dtype=np.int64)
+    assert adjusted_rand(contingency(everyone_together, everyone_together, 1)) == 1.0
 
 
 def test_small_matrices_are_fitted_in_one_thread_and_large_ones_in_all() -> None:
