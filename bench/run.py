@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--segment",
         type=Path,
-        default=REPO / ".venv" / "bin" / "segment",
+        default=REPO / ".venv-bench" / "bin" / "segment",
         help="the pipeline's command",
     )
     parser.add_argument(
@@ -552,8 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     tools = {part.strip() for part in args.tools.split(",") if part.strip()}
     if not tools or tools - {"pipeline", "baseline"}:
         parser.error(f"--tools takes pipeline and/or baseline, got {args.tools!r}")
+    # Each run starts in its own folder: a relative path would no longer point at the command.
+    args.segment = args.segment.absolute()
     if "pipeline" in tools and not args.segment.is_file():
-        parser.error(f"{args.segment} not found: run `make venv` first, or pass --segment")
+        parser.error(f"{args.segment} not found: run `make venv VENV=.venv-bench` first, or pass --segment")
 
     def say(line: str) -> None:
         sys.stdout.write(line + "\n")

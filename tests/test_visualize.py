@@ -91,6 +91,18 @@ def test_spec_validates_against_the_vega_lite_schema(elbow: visualize.RenderedCh
     jsonschema.validate(elbow.spec, load_schema())
 
 
+def test_worker_processes_draw_the_same_images_as_one_process(run2: Run) -> None:
+    charts = [
+        ("elbow", "Elbow", visualize.elbow_chart(run2.selection, SIZE)),
+        ("criteria", "Criteria against k", visualize.criteria_chart(run2.selection, SIZE)),
+        ("sizes", "Segment sizes", visualize.sizes_chart(run2.segments, SIZE)),
+    ]
+    here = visualize.render_all(charts, 1.0, workers=1)
+    workers = visualize.render_all(charts, 1.0, workers=2)
+    assert [c.name for c in workers] == ["elbow", "criteria", "sizes"]
+    assert [(c.spec, c.svg, c.png) for c in workers] == [(c.spec, c.svg, c.png) for c in here]
+
+
 def test_spec_is_json(elbow: visualize.RenderedChart) -> None:
     assert json.loads(json.dumps(elbow.spec, allow_nan=False)) == elbow.spec
 

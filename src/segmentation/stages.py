@@ -10,18 +10,15 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from segmentation import __version__, artifacts
 from segmentation.config import Config, locate
 from segmentation.dataset import RawData
 from segmentation.errors import ConfigError
-
-if TYPE_CHECKING:
-    from segmentation.visualize import RenderedChart
 
 Progress = Callable[[str, int], Callable[[int], None]]
 """Given a label and a total, returns a callback that advances by a number of steps."""
@@ -146,7 +143,9 @@ def _cluster(ctx: StageContext) -> str:
     )
 
 
-def build_charts(ctx: StageContext) -> list[RenderedChart]:
+def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
+    """Each chart of the run as (name, title, Altair chart), built only when asked for, so that
+    the images of one are drawn while the next is built."""
     import polars as pl
 
     from segmentation import prepare, visualize
@@ -161,46 +160,37 @@ def build_charts(ctx: StageContext) -> list[RenderedChart]:
     model = artifacts.read_json(ctx.path(artifacts.MODEL))
     customers = frame.select(prepare.COLUMNS)
     matrix = prepare.feature_matrix(frame)
-    charts: list[tuple[str, str, Any]] = [
-        ("elbow", "Elbow", visualize.elbow_chart(selection, size)),
-        ("criteria", "Criteria against k", visualize.criteria_chart(selection, size)),
-        ("gap", "Gap statistic", visualize.gap_chart(selection, size)),
-        ("stability", "Bootstrap stability", visualize.stability_chart(selection, size)),
-        (
-            "jaccard",
-            "Stability of each segment",
-            visualize.jaccard_chart(segments, size),
-        ),
-        (
-            "silhouette",
-            "Silhouette per customer",
-            visualize.silhouette_chart(assignments, segments, size),
-        ),
-        (
-            "segments",
-            "Segments",
-            visualize.scatter_chart(customers, assignments, segments, model, matrix, size, seed),
-        ),
-    ]
+    yield "elbow", "Elbow", visualize.elbow_chart(selection, size)
+    yield "criteria", "Criteria against k", visualize.criteria_chart(selection, size)
+    yield "gap", "Gap statistic", visualize.gap_chart(selection, size)
+    yield "stability", "Bootstrap stability", visualize.stability_chart(selection, size)
+    yield "jaccard", "Stability of each segment", visualize.jaccard_chart(segments, size)
+    yield (
+        "silhouette",
+        "Silhouette per customer",
+        visualize.silhouette_chart(assignments, segments, size),
+    )
+    yield (
+        "segments",
+        "Segments",
+        visualize.scatter_chart(customers, assignments, segments, model, matrix, size, seed),
+    )
     if len(model["scaler"]["columns"]) > 2 and sum(f != "gender" for f in config.features) >= 2:
         pairwise = visualize.pairwise_chart(
             customers, assignments, segments, list(config.features), size, seed
         )
-        charts.append(("pairwise", "Feature pairs", pairwise))
+        yield "pairwise", "Feature pairs", pairwise
     profiles = visualize.profile_chart(
         segments, summary["population"], summary["female_share"], size
     )
-    charts += [
-        ("profiles", "Segment profiles", profiles),
-        ("sizes", "Segment sizes", visualize.sizes_chart(segments, size)),
-    ]
-    return [visualize.render(name, title, chart, size.png_scale) for name, title, chart in charts]
+    yield "profiles", "Segment profiles", profiles
+    yield "sizes", "Segment sizes", visualize.sizes_chart(segments, size)
 
 
 def _visualize(ctx: StageContext) -> str:
     from segmentation import visualize
 
-    charts = build_charts(ctx)
+    charts = visualize.render_all(chart_builders(ctx), ctx.config.visualize.png_scale)
     folder = ctx.path(artifacts.CHARTS)
     for chart in charts:
         artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)

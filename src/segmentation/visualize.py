@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import altair as alt
 import numpy as np
 import polars as pl
-import vl_convert as vlc
 from sklearn.decomposition import PCA
 
+from segmentation import images
 from segmentation.config import VisualizeConfig
 from segmentation.select_k import stability_class
 
@@ -553,30 +553,38 @@ def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMi
     )
 
 
-def stable_svg_ids(svg: str, prefix: str) -> str:
-    """Rename the SVG's gradient ids after the chart and their order in the file.
-
-    vl-convert numbers gradients with a per-process counter, so the same chart drawn twice in one
-    process would differ; prefixed ids also stay unique when several SVGs share one HTML page.
-    """
-    numbers: dict[str, int] = {}
-
-    def rename(match: re.Match[str]) -> str:
-        return f"{prefix}-gradient-{numbers.setdefault(match.group(0), len(numbers))}"
-
-    return re.sub(r"gradient_\d+", rename, svg)
-
-
-def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) -> RenderedChart:
-    """Vega-Lite spec plus PNG and SVG renderings (vl-convert, no browser or network)."""
+def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any]:
+    """The chart's Vega-Lite spec, with its accessible description and the page's highlight."""
     spec = chart.to_dict()
     # Vega reads the description out as the chart's accessible name.
     spec["description"] = f"{title}: {CHART_GUIDE[name][1]}" if name in CHART_GUIDE else title
     if '"name": "pick"' in json.dumps(spec):
         # Declared at the top level so that the page can set it in every chart at once.
         spec["params"] = [{"name": HIGHLIGHT, "value": None}, *spec.get("params", [])]
-    svg = stable_svg_ids(vlc.vegalite_to_svg(spec), name)
-    # Rasterising the SVG gives the same PNG as vegalite_to_png without running Vega a second time.
-    return RenderedChart(
-        name=name, title=title, spec=spec, png=vlc.svg_to_png(svg, scale=png_scale), svg=svg
-    )
+    return spec
+
+
+def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) -> RenderedChart:
+    """Vega-Lite spec plus PNG and SVG images of one chart."""
+    spec = chart_spec(name, title, chart)
+    svg, png = images.draw(name, spec, png_scale)
+    return RenderedChart(name=name, title=title, spec=spec, png=png, svg=svg)
+
+
+def render_all(
+    charts: Iterable[tuple[str, str, alt.TopLevelMixin]],
+    png_scale: float,
+    workers: int | None = None,
+) -> list[RenderedChart]:
+    """Every chart's spec and images. `charts` may build each chart as it is asked for: the images
+    of one are drawn in worker processes while the next is built (images.Drawer)."""
+    pending = []
+    rendered = []
+    with images.Drawer(png_scale, workers) as drawer:
+        for name, title, chart in charts:
+            spec = chart_spec(name, title, chart)
+            pending.append((name, title, spec, drawer.submit(name, spec)))
+        for name, title, spec, future in pending:
+            svg, png = future.result()
+            rendered.append(RenderedChart(name=name, title=title, spec=spec, png=png, svg=svg))
+    return rendered
