@@ -8,8 +8,8 @@ For each size (default 100k, 1M and 10M rows) it generates or reuses the data se
 - the baseline (bench/baseline.py), up to `--baseline-max` rows (default 1M: above that it takes
   too long).
 
-Each run's wall time and peak RSS are measured by a small wrapper process whose only child is the
-run (`getrusage(RUSAGE_CHILDREN)`), so measurements do not mix. A run that fails, is killed or
+Each run's wall time, CPU time and peak memory (all its processes together) are measured by a
+small wrapper process whose only child is the run, so measurements do not mix. A run that fails, is killed or
 times out is recorded as such, with its exit code, and the benchmark goes on.
 
 It prints a Markdown table (size, tool, wall time, peak memory, chosen k, ARI against the true
@@ -51,11 +51,28 @@ Say = Callable[[str], None]
 NA = "n/a"
 
 # The wrapper that measures one run: it starts the command in its own session, waits (killing the
-# whole session on timeout or when interrupted) and writes wall time, exit code and the peak RSS of
-# its children as JSON. ru_maxrss is KiB on Linux, bytes on macOS.
+# whole session on timeout or when interrupted) and writes wall time, exit code, CPU time and peak
+# memory as JSON. Peak memory is the most that the session's processes held at once: the sum of
+# their resident sizes, sampled every 0.1 s from /proc, or the largest single process's peak
+# (getrusage; ru_maxrss is KiB on Linux, bytes on macOS) if that is more.
 WRAPPER = r"""
 import json, os, resource, signal, subprocess, sys, time
 out, timeout, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+def session_rss(session):
+    total = 0
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 start = time.perf_counter()
 child = subprocess.Popen(cmd, start_new_session=True)
 def stop(signum, frame):
@@ -65,19 +82,26 @@ def stop(signum, frame):
 signal.signal(signal.SIGINT, stop)
 signal.signal(signal.SIGTERM, stop)
 timed_out = False
-try:
-    code = child.wait(timeout=timeout)
-except subprocess.TimeoutExpired:
-    timed_out = True
-    os.killpg(child.pid, signal.SIGKILL)
-    code = child.wait()
+sampled = 0
+while True:
+    try:
+        code = child.wait(timeout=0.1)
+        break
+    except subprocess.TimeoutExpired:
+        sampled = max(sampled, session_rss(child.pid))
+        if time.perf_counter() - start > timeout:
+            timed_out = True
+            os.killpg(child.pid, signal.SIGKILL)
+            code = child.wait()
+            break
 seconds = time.perf_counter() - start
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-peak = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
+largest = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
 cpu = usage.ru_utime + usage.ru_stime
 with open(out, "w") as f:
     json.dump(
-        {"seconds": seconds, "cpu": cpu, "exit_code": code, "timed_out": timed_out, "peak_rss": peak},
+        {"seconds": seconds, "cpu": cpu, "exit_code": code, "timed_out": timed_out,
+         "peak_rss": max(sampled, largest)},
         f,
     )
 """
@@ -154,10 +178,13 @@ def tail(path: Path, lines: int = 5) -> str:
     return "\n".join("    " + line[-200:] for line in text[-lines:])
 
 
-def pipeline_config(base: Path, csv: Path) -> str:
-    """The repo's config with the data pointing at `csv` and no download or hash check."""
+def pipeline_config(base: Path, csv: Path, sample_size: int | None = None) -> str:
+    """The repo's config with the data pointing at `csv` and no download or hash check; with
+    `select_k.sample_size` set when one is given."""
     config: dict[str, Any] = yaml.safe_load(base.read_text()) or {}
     config["data"] = {**(config.get("data") or {}), "path": str(csv), "url": None, "sha256": None}
+    if sample_size is not None:
+        config["select_k"] = {**(config.get("select_k") or {}), "sample_size": sample_size}
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -283,6 +310,122 @@ def run_baseline(data: Dataset, timeout: float, keep: bool, logs: Path, say: Say
         read_outputs(result, {"result.json": outputs}, say)
     finish(result, measured, folder, keep, logs, say)
     return result
+
+
+@dataclass
+class SampleRun:
+    """One pipeline run of the sample-size study."""
+
+    sample_size: int
+    status: str
+    select_k_seconds: float | None = None
+    chosen_k: int | None = None
+    choices: dict[str, int] = field(default_factory=dict)
+    confidence: str | None = None
+    ari_truth: float | None = None
+    ari_largest: float | None = None
+    """Agreement of the final segments with those of the run on the largest sample."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def study_sample_sizes(
+    data: Dataset, segment: Path, base_config: Path, sizes: list[int], timeout: float, say: Say
+) -> list[SampleRun]:
+    """Run the pipeline once per `select_k.sample_size` in one project (prepare runs once) and
+    compare each run's k, criteria and final segments with the truth and with the largest sample."""
+    project = Path(tempfile.mkdtemp(prefix=f"segbench-{data.rows}-sample-size-"))
+    runs: list[SampleRun] = []
+    segments: dict[int, pl.DataFrame] = {}
+    try:
+        for size in sorted(sizes):
+            config = project / f"sample-{size}.yaml"
+            config.write_text(pipeline_config(base_config, data.csv, size))
+            say(f"sample-size study, {data.rows:,} rows: select_k.sample_size = {size:,}")
+            log = project / f"sample-{size}.log"
+            with log.open("w") as sink:
+                try:
+                    code = subprocess.run(
+                        [str(segment), "run", "--config", config.name],
+                        cwd=project, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout,
+                    ).returncode  # fmt: skip
+                except subprocess.TimeoutExpired:
+                    runs.append(SampleRun(size, f"timeout after {timeout:g} s"))
+                    continue
+            if code != 0:
+                runs.append(SampleRun(size, f"failed (exit {code})"))
+                say(f"  failed (exit {code}); last lines of its log:\n{tail(log)}")
+                continue
+            latest = project / "artifacts" / "latest"
+            selection = json.loads((latest / "k_selection.json").read_text())
+            assignments = pl.read_parquet(latest / "assignments.parquet")
+            seconds = {
+                match["stage"]: float(match["seconds"])
+                for line in log.read_text(errors="replace").splitlines()
+                if (match := STAGE_LINE.match(line))
+            }
+            segments[size] = assignments.select(
+                pl.col("customer_id").cast(pl.String), pl.col("segment_id").alias(f"s{size}")
+            )
+            runs.append(
+                SampleRun(
+                    size,
+                    "ok",
+                    select_k_seconds=seconds.get("select-k"),
+                    chosen_k=int(selection["chosen_k"]),
+                    choices={name: int(k) for name, k in selection["choices"].items()},
+                    confidence=selection["confidence"]["level"],
+                    ari_truth=ari(data.truth, assignments, "segment_id"),
+                )
+            )
+            say(f"  k = {selection['chosen_k']}, select-k {seconds.get('select-k', 0):.1f} s")
+        if segments:
+            largest = max(segments)
+            for run in runs:
+                if run.sample_size in segments:
+                    joined = segments[run.sample_size].join(
+                        segments[largest], on="customer_id", how="inner"
+                    )
+                    run.ari_largest = float(
+                        adjusted_rand_score(
+                            joined[f"s{largest}"].to_numpy(),
+                            joined[f"s{run.sample_size}"].to_numpy(),
+                        )
+                    )
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+    return runs
+
+
+CRITERIA = ("silhouette", "elbow", "gap", "calinski_harabasz", "davies_bouldin", "stability")
+
+
+def sample_table(runs: list[SampleRun], rows: int) -> str:
+    largest = max((r.sample_size for r in runs if r.ok), default=None)
+    lines = [
+        f"| select_k.sample_size (of {fmt_rows(rows)}) | status | select-k (s) | chosen k | "
+        + " | ".join(CRITERIA)
+        + " | confidence | ARI vs truth | ARI vs "
+        + (f"{fmt_rows(largest)} sample |" if largest else "largest sample |"),
+        "| ---: | --- | ---: | ---: | "
+        + " | ".join("---:" for _ in CRITERIA)
+        + " | --- | ---: | ---: |",
+    ]
+    for r in runs:
+        cells = [
+            fmt_rows(r.sample_size),
+            r.status,
+            NA if r.select_k_seconds is None else f"{r.select_k_seconds:.1f}",
+            NA if r.chosen_k is None else str(r.chosen_k),
+            *(str(r.choices.get(name, NA)) for name in CRITERIA),
+            r.confidence or NA,
+            NA if r.ari_truth is None else f"{r.ari_truth:.4f}",
+            NA if r.ari_largest is None else f"{r.ari_largest:.4f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def finish(
@@ -441,6 +584,38 @@ def checks(results: list[Result]) -> list[Check]:
     return found
 
 
+def sample_check(runs: list[SampleRun], default: int) -> Check:
+    """The default sample must give the k and the segments of the largest sample studied."""
+    target = f"select_k.sample_size {default:,} (default) agrees with the largest sample"
+    done = [r for r in runs if r.ok]
+    if not runs:
+        return Check("SKIP", target, "no sample-size study (--sample-sizes)")
+    at_default = next((r for r in runs if r.sample_size == default), None)
+    if at_default is None or not done:
+        return Check("SKIP", target, f"{default:,} is not among the sizes studied")
+    largest = max(done, key=lambda r: r.sample_size)
+    if largest.sample_size <= default:
+        return Check("SKIP", target, f"no sample larger than {default:,} was studied")
+    if not at_default.ok or at_default.ari_largest is None:
+        return Check("FAIL", target, f"the run at {default:,} {at_default.status}")
+    same_k = at_default.chosen_k == largest.chosen_k
+    return Check(
+        "PASS" if same_k and at_default.ari_largest >= 0.99 else "FAIL",
+        target,
+        f"k = {at_default.chosen_k} vs {largest.chosen_k} at {largest.sample_size:,}; "
+        f"ARI between their segments {at_default.ari_largest:.4f} (needs >= 0.99)",
+    )
+
+
+def default_sample_size(config: Path) -> int:
+    """`select_k.sample_size` of the base config, or the package default when it sets none."""
+    from segmentation.config import SelectKConfig
+
+    loaded: dict[str, Any] = yaml.safe_load(config.read_text()) or {}
+    value = (loaded.get("select_k") or {}).get("sample_size")
+    return int(value) if value is not None else SelectKConfig().sample_size
+
+
 def load_average() -> str:
     """The 1-, 5- and 15-minute load averages: other work on the machine slows every run."""
     try:
@@ -541,6 +716,18 @@ def main(argv: list[str] | None = None) -> int:
         "--results", type=Path, default=BENCH / "results.md", help="Markdown results file"
     )
     parser.add_argument(
+        "--sample-sizes",
+        type=lambda text: [parse_rows(part) for part in text.split(",") if part.strip()],
+        default=[1_000, 2_000, 5_000, 20_000, 100_000],
+        help="select_k.sample_size values to compare on --sample-study-rows rows ('' skips it)",
+    )
+    parser.add_argument(
+        "--sample-study-rows",
+        type=parse_rows,
+        default=1_000_000,
+        help="rows of the data set of the sample-size study",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary project folders of good runs too"
     )
     parser.add_argument(
@@ -555,7 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     # Each run starts in its own folder: a relative path would no longer point at the command.
     args.segment = args.segment.absolute()
     if "pipeline" in tools and not args.segment.is_file():
-        parser.error(f"{args.segment} not found: run `make venv VENV=.venv-bench` first, or pass --segment")
+        parser.error(
+            f"{args.segment} not found: run `make venv VENV=.venv-bench` first, or pass --segment"
+        )
 
     def say(line: str) -> None:
         sys.stdout.write(line + "\n")
@@ -578,9 +767,21 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results.append(run_baseline(data, args.timeout, args.keep, logs, say))
 
+    study: list[SampleRun] = []
+    if args.sample_sizes and "pipeline" in tools:
+        data = ensure(args.sample_study_rows, args.seed, args.data_dir, log=say)
+        study = study_sample_sizes(
+            data, args.segment, args.config, args.sample_sizes, args.timeout, say
+        )
+
     rendered = table(results)
+    studied = sample_table(study, args.sample_study_rows) if study else ""
     verdicts = checks(results)
+    if study:
+        verdicts.append(sample_check(study, default_sample_size(args.config)))
     say("\n" + rendered + "\n")
+    if studied:
+        say(studied + "\n")
     for check in verdicts:
         say(check.line())
 
@@ -604,6 +805,22 @@ def main(argv: list[str] | None = None) -> int:
                 " size is its two PNG plots; the pipeline's, reports/latest/index.html. ARI is"
                 " against the true groups of the generated data.",
                 "",
+                *(
+                    [
+                        "## How large select-k's sample must be",
+                        "",
+                        f"The pipeline on the {fmt_rows(args.sample_study_rows)}-row data set"
+                        " with each `select_k.sample_size`, in one project (prepare runs once):"
+                        " the time of select-k, the k each criterion chooses, and the final"
+                        " segments (all rows, fitted from the chosen k's centres) against the"
+                        " true groups and against those of the largest sample.",
+                        "",
+                        studied,
+                        "",
+                    ]
+                    if studied
+                    else []
+                ),
                 "```",
                 *(check.line() for check in verdicts),
                 "```",
