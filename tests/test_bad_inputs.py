@@ -580,6 +580,78 @@ ACCEPTED += [
 ]
 
 
+# --- Parquet input -------------------------------------------------------------------------------
+
+PARQUET = r"/data/customers\.parquet"
+
+
+def good_frame() -> pl.DataFrame:
+    return pl.read_csv(csv_bytes(), schema_overrides={"customer_id": pl.String})
+
+
+def parquet_project(root: Path, make_project: Project, frame: pl.DataFrame | None) -> None:
+    """A project whose data is data/customers.parquet: `frame` written as Parquet, or, for None,
+    a file of that name holding CSV text."""
+    project(root, make_project, overrides={"data": {"path": "data/customers.parquet"}})
+    target = root / "data" / "customers.parquet"
+    if frame is None:
+        target.write_bytes(csv_bytes())
+    else:
+        frame.write_parquet(target)
+
+
+PARQUET_REFUSALS = [
+    ("parquet: not a Parquet file", None, PARQUET + r": not a readable Parquet file \("),
+    (
+        "parquet: a required column missing",
+        good_frame().drop("spending_score"),
+        PARQUET + r": missing column\(s\) spending_score; found customer_id, gender, age, "
+        r"annual_income$",
+    ),
+    ("parquet: no rows", good_frame().clear(), PARQUET + r": no customer rows$"),
+    (
+        "parquet: an invalid value",
+        pl.concat(
+            [
+                good_frame(),
+                good_frame()
+                .head(1)
+                .with_columns(customer_id=pl.lit("X"), age=pl.lit(200, pl.Int64)),
+            ]
+        ),
+        PARQUET + r": 1 invalid row\(s\): row 31: age 200\.0 is outside 0-120; fix them, or set "
+        r"prepare\.on_invalid: drop to leave them out$",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [case[1:] for case in PARQUET_REFUSALS],
+    ids=[case[0] for case in PARQUET_REFUSALS],
+)
+def test_parquet_refused_in_one_line(
+    workdir: Path, make_project: Project, frame: pl.DataFrame | None, message: str
+) -> None:
+    parquet_project(workdir, make_project, frame)
+    assert_refused(invoke("run"), 3, message)
+    assert not list((workdir / "artifacts").glob("*/manifest.json"))
+
+
+@pytest.mark.parametrize("stored", ["typed", "as text"])
+def test_parquet_gives_the_customers_of_the_same_csv(
+    workdir: Path, make_project: Project, stored: str
+) -> None:
+    frame = good_frame()
+    if stored == "as text":
+        frame = frame.with_columns(pl.all().cast(pl.String))
+    parquet_project(workdir, make_project, frame)
+    result = invoke("prepare")
+    assert result.exit_code == 0, result.output
+    prepared = pl.read_parquet(stage_folder(result, "prepare") / "prepared.parquet")
+    assert prepared.select(prepare.COLUMNS).equals(_read(csv_bytes(), workdir))
+
+
 def _read(data: bytes, folder: Path) -> pl.DataFrame:
     path = folder / "reference.csv"
     path.write_bytes(data)

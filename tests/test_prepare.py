@@ -306,3 +306,62 @@ def test_summary_counts_rows_and_distinct_points(write_text: Callable[..., Path]
         summary["rows_rejected"],
         summary["distinct_points"],
     ) == (6, 5, 1, 4)
+
+
+# --- Parquet input ------------------------------------------------------------------------------
+
+
+def _parquet(tmp_path: Path, frame: pl.DataFrame) -> Path:
+    path = tmp_path / "customers.parquet"
+    frame.write_parquet(path)
+    return path
+
+
+MALL_FRAME = pl.DataFrame(
+    {
+        "CustomerID": [1, 2, 3, 4],
+        "Genre": ["Male", "Male", "Female", " female "],
+        "Age": [19, 21, 20, 23],
+        "Annual Income (k$)": [15, 15, 16, 16],
+        "Spending Score (1-100)": [39, 81, 6, 77],
+    }
+)
+
+
+def test_a_typed_parquet_file_gives_the_customers_of_the_same_csv(
+    tmp_path: Path, write_text: Callable[..., Path]
+) -> None:
+    from_parquet = prepare.load_customers(_parquet(tmp_path, MALL_FRAME), "fail").customers
+    csv = write_text(
+        [
+            MALL_HEADER,
+            "1,Male,19,15,39",
+            "2,Male,21,15,81",
+            "3,Female,20,16,6",
+            "4, female ,23,16,77",
+        ]
+    )
+    from_csv = prepare.load_customers(csv, "fail").customers
+    assert from_parquet.drop("source_line").equals(from_csv.drop("source_line"))
+    assert from_parquet["source_line"].to_list() == [1, 2, 3, 4]  # rows, counted from 1
+
+
+def test_numbers_stored_as_text_in_parquet_are_read_too(tmp_path: Path) -> None:
+    as_text = MALL_FRAME.with_columns(pl.all().cast(pl.String))
+    typed = prepare.load_customers(_parquet(tmp_path, MALL_FRAME), "fail").customers
+    texts = prepare.load_customers(_parquet(tmp_path, as_text), "fail").customers
+    assert texts.select(prepare.COLUMNS).equals(typed.select(prepare.COLUMNS))
+
+
+def test_an_invalid_parquet_row_is_named_by_its_row_number(tmp_path: Path) -> None:
+    bad = MALL_FRAME.with_columns(pl.Series("Age", [19, 200, 20, 23]))
+    path = _parquet(tmp_path, bad)
+    with pytest.raises(DataError, match=r"1 invalid row\(s\): row 2: age 200.0 is outside 0-120"):
+        prepare.load_customers(path, "fail")
+
+
+def test_a_file_that_is_not_parquet_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "customers.parquet"
+    path.write_text(HEADER + "\n")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        prepare.load_customers(path, "fail")

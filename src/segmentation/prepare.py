@@ -153,12 +153,41 @@ def _typed_csv(path: Path) -> pl.DataFrame | None:
     return frame.with_columns(pl.col(LINE).cast(pl.Int64))
 
 
+def _typed_parquet(path: Path) -> pl.DataFrame | None:
+    """A Parquet file whose columns are all present and whose numeric columns are stored as
+    numbers, read straight into typed columns (numbered by row); None for anything else."""
+    try:
+        schema = pl.read_parquet_schema(path)
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    renames = _header_renames(list(schema))
+    if sorted(renames.values()) != sorted(COLUMNS):
+        return None
+    if not all(
+        schema[name].is_numeric() for name, canonical in renames.items() if canonical in NUMERIC
+    ):
+        return None
+    try:
+        frame = (
+            pl.scan_parquet(path)
+            .select(pl.col(original).alias(canonical) for original, canonical in renames.items())
+            .select(
+                pl.col("customer_id", "gender").cast(pl.String),
+                pl.col(NUMERIC).cast(pl.Float64),
+            )
+            .with_row_index(LINE, offset=1)
+            .collect()
+        )
+    except (pl.exceptions.PolarsError, OSError):
+        return None
+    return frame.with_columns(pl.col(LINE).cast(pl.Int64))
+
+
 def load_customers(path: Path, on_invalid: str) -> Prepared:
     """The valid customers of a CSV or Parquet file: typed fast when the file is clean, else
-    through the text-based reader, which names every problem with its line."""
-    if path.suffix.lower() == ".parquet":
-        return validate_customers(_parquet_as_text(path), path, on_invalid)
-    typed = _typed_csv(path)
+    through the text-based reader, which names every problem with its line (or row)."""
+    parquet = path.suffix.lower() == ".parquet"
+    typed = _typed_parquet(path) if parquet else _typed_csv(path)
     if typed is not None and typed.height >= 3:
         blank = typed.select(pl.all_horizontal(pl.col(COLUMNS).is_null())).to_series()
         normalised = (
@@ -175,7 +204,8 @@ def load_customers(path: Path, on_invalid: str) -> Prepared:
                 schema={LINE: pl.Int64, "customer_id": pl.String, "reason": pl.String}
             )
             return Prepared(customers=normalised, rejects=empty, blank_lines=int(blank.sum()))
-    return validate_customers(read_customers_csv(path), path, on_invalid)
+    text = _parquet_as_text(path) if parquet else read_customers_csv(path)
+    return validate_customers(text, path, on_invalid)
 
 
 def _trimmed_text() -> list[pl.Expr]:
@@ -396,7 +426,8 @@ def validate_customers(text: pl.DataFrame, source: Path, on_invalid: str) -> Pre
     lines = typed[LINE]
     if reasons and on_invalid == "fail":
         first = sorted(reasons)[:5]
-        listed = "; ".join(f"line {lines[row]}: {', '.join(reasons[row])}" for row in first)
+        where = "row" if source.suffix.lower() == ".parquet" else "line"
+        listed = "; ".join(f"{where} {lines[row]}: {', '.join(reasons[row])}" for row in first)
         more = (
             f" (and {len(reasons) - len(first)} more row(s))" if len(reasons) > len(first) else ""
         )
