@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 ALL = frozenset(STAGES)
 FROM_SELECT_K = frozenset({"select-k", "cluster", "visualize", "report"})
+FROM_CLUSTER = frozenset({"cluster", "visualize", "report"})
 FROM_VISUALIZE = frozenset({"visualize", "report"})
 REPORT = frozenset({"report"})
 STAGE_LINE = re.compile(r"^\S (\S+)\s+(ran|reused)\s+\d+\.\d+ s", re.M)
@@ -70,7 +71,7 @@ INVALIDATION = [
     ("select_k.bootstrap", 80, FROM_SELECT_K),
     ("select_k.sample_size", 8000, FROM_SELECT_K),
     ("cluster.k", 4, FROM_SELECT_K),
-    ("cluster.algorithm", "minibatch", FROM_SELECT_K),
+    ("cluster.algorithm", "minibatch", FROM_CLUSTER),
     ("cluster.n_init", 5, FROM_SELECT_K),
     ("cluster.max_iter", 100, FROM_SELECT_K),
     ("cluster.seed", 7, FROM_SELECT_K),

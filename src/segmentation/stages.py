@@ -289,13 +289,8 @@ def _report(ctx: StageContext) -> str:
     return f"report written with {len(charts)} interactive charts"
 
 
-CLUSTER_PARAMS = (
-    "cluster.k",
-    "cluster.algorithm",
-    "cluster.n_init",
-    "cluster.max_iter",
-    "cluster.seed",
-)
+# The config keys of the K-Means fits select-k makes; the final fit also reads cluster.algorithm.
+SELECT_K_CLUSTER_PARAMS = ("cluster.k", "cluster.n_init", "cluster.max_iter", "cluster.seed")
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
@@ -317,7 +312,7 @@ STAGES: dict[str, Stage] = {
                 "select_k.gap_references",
                 "select_k.bootstrap",
                 "select_k.sample_size",
-                *CLUSTER_PARAMS,
+                *SELECT_K_CLUSTER_PARAMS,
             ),
             upstream=("prepare",),
             outputs=(artifacts.K_SELECTION,),
@@ -326,7 +321,12 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="cluster",
-            params=("features", "select_k.sample_size", *CLUSTER_PARAMS),
+            params=(
+                "features",
+                "select_k.sample_size",
+                *SELECT_K_CLUSTER_PARAMS,
+                "cluster.algorithm",
+            ),
             upstream=("prepare", "select-k"),
             outputs=(
                 artifacts.SEGMENTS,
