@@ -69,13 +69,12 @@ def inputs(
     )
     # A customer id that tries to close the spec's <script> element and run its own.
     hostile_points = pl.DataFrame({"customer_id": [f"</script>{EVIL_ID}"], "segment": ["x"]})
-    chart = visualize.render(
+    sizes = visualize.chart_spec(
         "sizes",
         "Segment sizes",
         visualize.sizes_chart(result.segments, VisualizeConfig(width=200, height=150)),
-        1.0,
     )
-    spec = {**chart.spec, "datasets": {"hostile": hostile_points.to_dicts()}}
+    spec = {**sizes, "datasets": {"hostile": hostile_points.to_dicts()}}
     return report.ReportInputs(
         title=TITLE,
         version="0123456789ab",

@@ -63,7 +63,8 @@ def run2(featurize: Callable[..., Any], blobs4: pl.DataFrame) -> Run:
 
 @pytest.fixture(scope="module")
 def elbow(run2: Run) -> visualize.RenderedChart:
-    return visualize.render("elbow", "Elbow", visualize.elbow_chart(run2.selection, SIZE), 1.0)
+    chart = visualize.elbow_chart(run2.selection, SIZE)
+    return visualize.render_all([("elbow", "Elbow", chart)], 1.0, workers=1)[0]
 
 
 def scatter(run: Run) -> dict[str, Any]:

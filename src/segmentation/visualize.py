@@ -564,13 +564,6 @@ def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any
     return spec
 
 
-def render(name: str, title: str, chart: alt.TopLevelMixin, png_scale: float) -> RenderedChart:
-    """Vega-Lite spec plus PNG and SVG images of one chart."""
-    spec = chart_spec(name, title, chart)
-    svg, png = images.draw(name, spec, png_scale)
-    return RenderedChart(name=name, title=title, spec=spec, png=png, svg=svg)
-
-
 def render_all(
     charts: Iterable[tuple[str, str, alt.TopLevelMixin]],
     png_scale: float,
