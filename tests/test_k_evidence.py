@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+from segmentation import usable_cores
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.select_k import (
     THREADS_FROM_VALUES,
@@ -196,7 +196,7 @@ def test_adjusted_rand_is_one_for_the_same_grouping_under_other_labels() -> None
 
 def test_small_matrices_are_fitted_in_one_thread_and_large_ones_in_all() -> None:
     assert workers(np.zeros((THREADS_FROM_VALUES // 2 - 1, 2)), None) == 1
-    assert workers(np.zeros((THREADS_FROM_VALUES // 2, 2)), None) == (os.cpu_count() or 1)
+    assert workers(np.zeros((THREADS_FROM_VALUES // 2, 2)), None) == usable_cores()
     assert workers(np.zeros((10, 2)), 3) == 3
 
 

@@ -18,12 +18,10 @@ from typing import Any
 
 import vl_convert as vlc
 
+from segmentation import usable_cores
+
 MAX_WORKERS = 4
 """More workers than this only add start-up time: a run draws about ten charts."""
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def stable_svg_ids(svg: str, prefix: str) -> str:

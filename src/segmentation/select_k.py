@@ -9,7 +9,6 @@ for that to pay; results do not depend on the number of threads.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 import warnings
@@ -29,6 +28,7 @@ from sklearn.metrics import (
 )
 from threadpoolctl import threadpool_limits
 
+from segmentation import usable_cores
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.errors import ConfigError
 from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
@@ -122,7 +122,7 @@ def workers(matrix: np.ndarray, n_jobs: int | None) -> int:
     """`n_jobs` if given, else every core for a large matrix and one for a small one."""
     if n_jobs is not None:
         return n_jobs
-    return (os.cpu_count() or 1) if matrix.size >= THREADS_FROM_VALUES else 1
+    return usable_cores() if matrix.size >= THREADS_FROM_VALUES else 1
 
 
 def _quick(task: Callable[[], T]) -> T:
