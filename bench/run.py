@@ -9,8 +9,11 @@ For each size (default 100k, 1M and 10M rows) it generates or reuses the data se
   too long).
 
 Each run's wall time, CPU time and peak memory (all its processes together) are measured by a
-small wrapper process whose only child is the run, so measurements do not mix. A run that fails, is killed or
-times out is recorded as such, with its exit code, and the benchmark goes on.
+small wrapper process whose only child is the run, so measurements do not mix. A run that fails,
+is killed or times out is recorded as such, with its exit code, and the benchmark goes on.
+
+Last, on the 1M set, the sample-size study runs the pipeline once per `--sample-sizes` value of
+`select_k.sample_size` and compares the results with the truth and with the largest sample.
 
 It prints a Markdown table (size, tool, wall time, peak memory, chosen k, ARI against the true
 groups, report size, time relative to the baseline), writes it with a description of the machine
