@@ -137,24 +137,16 @@ def _typed_csv(path: Path) -> pl.DataFrame | None:
     if sorted(renames.values()) != sorted(COLUMNS):
         return None
     types = {"customer_id": pl.String, "gender": pl.String} | dict.fromkeys(NUMERIC, pl.Float64)
-    try:
-        frame = (
-            pl.scan_csv(
-                path,
-                separator=separator,
-                infer_schema=False,
-                schema_overrides={
-                    original: types[canonical] for original, canonical in renames.items()
-                },
-            )
-            .select(pl.col(original).alias(canonical) for original, canonical in renames.items())
-            .select(COLUMNS)
-            .with_row_index(LINE, offset=2)
-            .collect()
-        )
-    except (pl.exceptions.PolarsError, OSError, ValueError):
-        return None
-    return frame.with_columns(pl.col(LINE).cast(pl.Int64))
+    scan = pl.scan_csv(
+        path,
+        separator=separator,
+        infer_schema=False,
+        schema_overrides={original: types[canonical] for original, canonical in renames.items()},
+    )
+    columns = scan.select(
+        pl.col(original).alias(canonical) for original, canonical in renames.items()
+    ).select(COLUMNS)
+    return _collect_typed(columns, first_line=2)
 
 
 def _typed_parquet(path: Path) -> pl.DataFrame | None:
@@ -171,20 +163,27 @@ def _typed_parquet(path: Path) -> pl.DataFrame | None:
         schema[name].is_numeric() for name, canonical in renames.items() if canonical in NUMERIC
     ):
         return None
+    columns = (
+        pl.scan_parquet(path)
+        .select(pl.col(original).alias(canonical) for original, canonical in renames.items())
+        .select(pl.col("customer_id", "gender").cast(pl.String), pl.col(NUMERIC).cast(pl.Float64))
+    )
+    return _collect_typed(columns, first_line=1)
+
+
+def _collect_typed(columns: pl.LazyFrame, first_line: int) -> pl.DataFrame | None:
+    """The canonical typed columns with text trimmed and gender spelled out, numbered from
+    `first_line`, in one pass (no second copy of the customers); None if Polars cannot read them."""
     try:
-        frame = (
-            pl.scan_parquet(path)
-            .select(pl.col(original).alias(canonical) for original, canonical in renames.items())
-            .select(
-                pl.col("customer_id", "gender").cast(pl.String),
-                pl.col(NUMERIC).cast(pl.Float64),
-            )
-            .with_row_index(LINE, offset=1)
+        return (
+            columns.with_columns(pl.col("customer_id", "gender").str.strip_chars())
+            .with_columns(_normalised_gender())
+            .with_row_index(LINE, offset=first_line)
+            .with_columns(pl.col(LINE).cast(pl.Int64))
             .collect()
         )
-    except (pl.exceptions.PolarsError, OSError):
+    except (pl.exceptions.PolarsError, OSError, ValueError):
         return None
-    return frame.with_columns(pl.col(LINE).cast(pl.Int64))
 
 
 def _passes_fast_checks(customers: pl.DataFrame) -> bool:
@@ -206,16 +205,12 @@ def load_customers(path: Path, on_invalid: str) -> Prepared:
     typed = _typed_parquet(path) if parquet else _typed_csv(path)
     if typed is not None and typed.height >= 3:
         blank = typed.select(pl.all_horizontal(pl.col(COLUMNS).is_null())).to_series()
-        normalised = (
-            typed.filter(~blank)
-            .with_columns(pl.col("customer_id", "gender").str.strip_chars())
-            .with_columns(_normalised_gender())
-        )
-        if _passes_fast_checks(normalised):
+        customers = typed.filter(~blank) if blank.any() else typed
+        if _passes_fast_checks(customers):
             empty = pl.DataFrame(
                 schema={LINE: pl.Int64, "customer_id": pl.String, "reason": pl.String}
             )
-            return Prepared(customers=normalised, rejects=empty, blank_lines=int(blank.sum()))
+            return Prepared(customers=customers, rejects=empty, blank_lines=int(blank.sum()))
     text = _parquet_as_text(path) if parquet else read_customers_csv(path)
     return validate_customers(text, path, on_invalid)
 
