@@ -210,14 +210,17 @@ def ari(truth: Path, assignments: pl.DataFrame, label: str) -> float:
 STAGE_LINE = re.compile(r"^\s*\S\s+(?P<stage>[a-z-]+)\s+(?:ran|reused)\s+(?P<seconds>[\d.]+) s\b")
 
 
-def stage_times(log: Path) -> str:
+def stage_seconds(log: Path) -> dict[str, float]:
     """The pipeline's own per-stage times, from its log lines ("✓ prepare  ran  2.30 s ...")."""
-    found = [
-        f"{match['stage']} {float(match['seconds']):.1f} s"
+    return {
+        match["stage"]: float(match["seconds"])
         for line in log.read_text(errors="replace").splitlines()
         if (match := STAGE_LINE.match(line))
-    ]
-    return ", ".join(found)
+    }
+
+
+def stage_times(log: Path) -> str:
+    return ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stage_seconds(log).items())
 
 
 def read_outputs(result: Result, readers: dict[str, Callable[[], None]], say: Say) -> None:
@@ -364,11 +367,7 @@ def study_sample_sizes(
             latest = project / "artifacts" / "latest"
             selection = json.loads((latest / "k_selection.json").read_text())
             assignments = pl.read_parquet(latest / "assignments.parquet")
-            seconds = {
-                match["stage"]: float(match["seconds"])
-                for line in log.read_text(errors="replace").splitlines()
-                if (match := STAGE_LINE.match(line))
-            }
+            seconds = stage_seconds(log)
             segments[size] = assignments.select(
                 pl.col("customer_id").cast(pl.String), pl.col("segment_id").alias(f"s{size}")
             )
