@@ -16,6 +16,7 @@ from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from segmentation.config import Scaling
 from segmentation.errors import DataError
+from segmentation.reading import detect_separator
 
 COLUMNS = ("customer_id", "gender", "age", "annual_income", "spending_score")
 NUMERIC = ("age", "annual_income", "spending_score")
@@ -130,7 +131,7 @@ def _typed_csv(path: Path) -> pl.DataFrame | None:
         header = line.decode("utf-8-sig").rstrip("\r\n")
         if "\r" in header:
             return None  # old Mac line endings: the text-based reader converts them
-        separator = _separator(header)
+        separator = detect_separator(header)
         renames = _header_renames(next(csv.reader([header], delimiter=separator), []))
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
@@ -283,13 +284,6 @@ def _decoded(path: Path) -> bytes:
     return data
 
 
-def _separator(header: str) -> str:
-    """The delimiter of a header line: a comma unless semicolons or tabs are what split it."""
-    counts = {separator: header.count(separator) for separator in (",", ";", "\t", "|")}
-    best = max(counts, key=lambda separator: counts[separator])
-    return best if counts[best] > counts[","] else ","
-
-
 def _unreadable_row(text: str, separator: str) -> tuple[int, str] | None:
     """(line, problem) of the first row that is not a CSV record with at most the header's fields.
 
@@ -339,7 +333,7 @@ def read_customers_csv(path: Path) -> pl.DataFrame:
     if b"\n" not in data:
         data = data.replace(b"\r", b"\n")  # old Mac line endings
     text = data.decode("utf-8-sig")
-    separator = _separator(text.split("\n", 1)[0])
+    separator = detect_separator(text.split("\n", 1)[0])
     try:
         raw = pl.read_csv(io.BytesIO(data), separator=separator, infer_schema=False)
     except pl.exceptions.PolarsError as exc:
