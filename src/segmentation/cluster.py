@@ -1,9 +1,13 @@
-"""Stage 3, cluster: the final K-Means, canonical segment ids, profiles, names and actions."""
+"""Stage 3, cluster: the final K-Means, canonical segment ids, profiles, names and actions.
+
+Everything here works on any declared table: profiles cover every numeric, date and categorical
+column; names come from the clustered columns' labels (or a vocabulary's words); actions come from
+a vocabulary's rule table, and without one each segment's distinguishing traits are given instead.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -11,62 +15,33 @@ from sklearn.metrics import silhouette_samples
 
 from segmentation.config import ClusterConfig
 from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
-from segmentation.prepare import NUMERIC, Scaler
+from segmentation.model import KMeansState, ScalerState, SegmentEntry, SegmentModel
+from segmentation.prepare import Scaler, feature_value, measure
+from segmentation.schema import CATEGORY_SEPARATOR, ID, ColumnSpec, TableSchema
+from segmentation.vocabulary import CategoryPhrases, Vocabulary
 
-MODEL_FORMAT = "segmentation-model/1"
 CHUNK_ROWS = 500_000
 """Customers per block when computing distances to every centroid."""
 LEVEL_THRESHOLD = 0.5
 """A segment is 'high' or 'low' on a column when its mean is this many population SDs away."""
 FINE_THRESHOLD = 1.0
 """Beyond this many SDs a level is 'very' high or low (used only to separate equal names)."""
-
-LEVEL_WORDS: dict[str, tuple[str, str, str, str, str]] = {
-    # very low, low, mid, high, very high
-    "age": ("Youngest", "Younger", "Middle-aged", "Older", "Oldest"),
-    "annual_income": (
-        "Very low income",
-        "Low income",
-        "Mid income",
-        "High income",
-        "Very high income",
-    ),
-    "spending_score": (
-        "Very low spending",
-        "Low spending",
-        "Mid spending",
-        "High spending",
-        "Very high spending",
-    ),
-}
-ACTIONS: dict[tuple[int, int], str] = {
-    # (income level, spending level), each -1 low, 0 mid, 1 high
-    (1, 1): "Premium loyalty: VIP programme, early access to new collections and premium "
-    "services; guard this group against churn.",
-    (1, 0): "Upsell: premium ranges and personalised recommendations to lift spending "
-    "towards their means.",
-    (1, -1): "Win share of wallet: find out why they hold back; lead with quality and "
-    "experience rather than discounts.",
-    (0, 1): "Retain and reward: loyalty points and bundles that keep spending high.",
-    (0, 0): "Mainstream: regular promotions and cross-selling; test offers that move them up.",
-    (0, -1): "Activate: targeted offers and reminders that bring them back more often.",
-    (-1, 1): "Reward with care: value bundles, loyalty points and affordable new lines; "
-    "avoid pushing credit.",
-    (-1, 0): "Value: everyday low prices and bundle deals.",
-    (-1, -1): "Price-led: clearance events and value ranges; keep the cost of reaching them low.",
-}
-CHANNELS = {
-    -1: " Reach them on social and mobile channels.",
-    0: "",
-    1: " Reach them by email, print and in-store events.",
-}
+ONLY_SHARE, MOSTLY_SHARE = 0.9, 0.65
+"""A categorical column reads as its top category from these shares of the segment on."""
+TOP_CATEGORIES = 5
+"""Categories profiled per categorical column (the most common among all customers)."""
+TRAITS = 3
+"""Distinguishing traits given per segment."""
+LEVEL_NAMES = {-1: "low", 0: "mid", 1: "high"}
 
 
 @dataclass(frozen=True)
 class Segmentation:
     segments: pl.DataFrame
+    profiles: pl.DataFrame
+    """Long form: segment_id, column, category, statistic, value, everyone, z."""
     assignments: pl.DataFrame
-    model: dict[str, Any]
+    model: SegmentModel
 
 
 def _level(z: float, fine: bool = False) -> int:
@@ -78,69 +53,175 @@ def _level(z: float, fine: bool = False) -> int:
     return 0
 
 
-def profile_segments(customers: pl.DataFrame, segment_ids: np.ndarray) -> pl.DataFrame:
-    """Size, share and the mean of every column for each segment, clustered or not."""
+def profile_segments(
+    customers: pl.DataFrame, segment_ids: np.ndarray, schema: TableSchema
+) -> pl.DataFrame:
+    """Size, share, the mean and median of every numeric and date column (dates as days before
+    as_of), the mean of each as K-Means sees it (`level_<column>`: clipped and transformed, for
+    levels and names), and the top category with its share of every categorical column."""
     total = customers.height
+    measures = schema.measures
+    categorical = schema.of_type("categorical")
+    frame = customers.with_columns(pl.Series("segment_id", segment_ids, dtype=pl.Int64))
     return (
-        customers.with_columns(pl.Series("segment_id", segment_ids, dtype=pl.Int64))
+        frame.select(
+            "segment_id",
+            *[measure(c, schema) for c in measures],
+            *[feature_value(c, schema).alias(f"level_{c.name}") for c in measures],
+            *[pl.col(c.name) for c in categorical],
+        )
         .group_by("segment_id")
         .agg(
             pl.len().cast(pl.Int64).alias("size"),
             (pl.len() / total).alias("share"),
-            *[pl.col(c).mean().alias(f"mean_{c}") for c in NUMERIC],
-            *[pl.col(c).median().alias(f"median_{c}") for c in NUMERIC],
-            (pl.col("gender") == "Female").mean().alias("female_share"),
+            *[pl.col(c.name).mean().alias(f"mean_{c.name}") for c in measures],
+            *[pl.col(c.name).median().alias(f"median_{c.name}") for c in measures],
+            *[pl.col(f"level_{c.name}").mean() for c in measures],
+            *[
+                pl.col(c.name).drop_nulls().mode().sort().first().alias(f"top_{c.name}")
+                for c in categorical
+            ],
         )
         .sort("segment_id")
+        .with_columns(
+            *[
+                _top_share(frame, c.name, segment_ids).alias(f"top_{c.name}_share")
+                for c in categorical
+            ]
+        )
     )
 
 
-def _column_phrase(column: str, z: float, fine: bool) -> str:
-    level = _level(z, fine)
-    return LEVEL_WORDS[column][level + 2]
+def _top_share(frame: pl.DataFrame, column: str, segment_ids: np.ndarray) -> pl.Series:
+    """Per segment (by id), the share of its customers in its most common category."""
+    k = int(segment_ids.max()) + 1 if len(segment_ids) else 0
+    counts = (
+        frame.group_by("segment_id", column)
+        .len()
+        .sort("segment_id", "len", descending=[False, True])
+    )
+    best = counts.group_by("segment_id", maintain_order=True).agg(
+        pl.col("len").first(), pl.col("len").sum().alias("all")
+    )
+    shares = dict(
+        zip(best["segment_id"].to_list(), (best["len"] / best["all"]).to_list(), strict=True)
+    )
+    return pl.Series([shares.get(i, 0.0) for i in range(k)], dtype=pl.Float64)
 
 
-def _gender_phrase(female_share: float) -> str:
-    if female_share >= 0.9:
-        return "Female"
-    if female_share >= 0.65:
-        return "Mostly female"
-    if female_share <= 0.1:
-        return "Male"
-    if female_share <= 0.35:
-        return "Mostly male"
-    return "Mixed gender"
+def category_profiles(
+    customers: pl.DataFrame,
+    segment_ids: np.ndarray,
+    schema: TableSchema,
+    shares: dict[str, dict[str, float]],
+) -> pl.DataFrame:
+    """Long form: each segment's share of each categorical column's top categories (among all
+    customers), with all customers' share beside it."""
+    rows: list[tuple[int, str, str, float, float]] = []
+    k = int(segment_ids.max()) + 1
+    ids = pl.Series("segment_id", segment_ids, dtype=pl.Int64)
+    sizes = np.bincount(segment_ids, minlength=k)
+    for column in schema.of_type("categorical"):
+        top = list(shares[column.name])[:TOP_CATEGORIES]
+        counts = (
+            customers.select(pl.col(column.name))
+            .with_columns(ids)
+            .filter(pl.col(column.name).is_in(top))
+            .group_by("segment_id", column.name)
+            .len()
+        )
+        found = {(s, c): n for s, c, n in counts.iter_rows()}
+        for segment in range(k):
+            for category in top:
+                value = found.get((segment, category), 0) / max(int(sizes[segment]), 1)
+                rows.append((segment, column.name, category, value, shares[column.name][category]))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "segment_id": pl.Int64,
+            "column": pl.String,
+            "category": pl.String,
+            "value": pl.Float64,
+            "everyone": pl.Float64,
+        },
+        orient="row",
+    )
 
 
-def _z_scores(
-    profile: pl.DataFrame, population: dict[str, dict[str, float]]
-) -> dict[str, list[float]]:
-    scores = {}
-    for column in NUMERIC:
-        spread = population[column]["std"] or 1.0
-        scores[column] = [
-            (v - population[column]["mean"]) / spread for v in profile[f"mean_{column}"]
-        ]
-    return scores
+def _z(
+    profile: pl.DataFrame, row: int, name: str, population: dict[str, dict[str, float]]
+) -> float:
+    """How many SDs the segment's mean (as K-Means sees the column) is from all customers'."""
+    stats = population[name]
+    return (profile[f"level_{name}"][row] - stats["feature_mean"]) / (stats["feature_std"] or 1.0)
+
+
+def _level_words(column: ColumnSpec, vocabulary: Vocabulary | None) -> tuple[str, ...]:
+    if vocabulary is not None and column.name in vocabulary.levels:
+        return vocabulary.levels[column.name]
+    title = column.title
+    return (
+        f"Very low {title}",
+        f"Low {title}",
+        f"Mid {title}",
+        f"High {title}",
+        f"Very high {title}",
+    )
+
+
+def _category_phrase(
+    column: ColumnSpec, top: str | None, share: float, vocabulary: Vocabulary | None
+) -> str:
+    phrases = (vocabulary.categories.get(column.name) if vocabulary else None) or CategoryPhrases()
+    shown = (
+        f"{column.title} {top}"
+        if top is not None and top.lstrip("-").replace(".", "", 1).isdigit()
+        else str(top)
+    )
+    values = {
+        "category": shown,
+        "category_lower": shown.lower(),
+        "title": column.title,
+        "title_lower": column.title.lower(),
+    }
+    template = (
+        phrases.only
+        if share >= ONLY_SHARE
+        else phrases.mostly
+        if share >= MOSTLY_SHARE
+        else phrases.mixed
+    )
+    return template.format(**values)
 
 
 def name_segments(
-    profile: pl.DataFrame, features: tuple[str, ...], population: dict[str, dict[str, float]]
+    profile: pl.DataFrame,
+    schema: TableSchema,
+    population: dict[str, dict[str, float]],
+    vocabulary: Vocabulary | None = None,
 ) -> list[str]:
-    """A name per segment from its clustered features relative to the population, unique in the run.
+    """A name per segment from its clustered columns compared with all customers, unique in the run.
 
     Coarse levels first (low / mid / high); segments that would share a name get finer levels,
     and if they still collide, their mean values are added.
     """
-    z = _z_scores(profile, population)
 
     def describe(row: int, fine: bool) -> str:
-        parts = [
-            _gender_phrase(profile["female_share"][row])
-            if feature == "gender"
-            else _column_phrase(feature, z[feature][row], fine)
-            for feature in features
-        ]
+        parts = []
+        for feature in schema.features:
+            column = schema.column(feature)
+            if column.type == "categorical":
+                parts.append(
+                    _category_phrase(
+                        column,
+                        profile[f"top_{feature}"][row],
+                        profile[f"top_{feature}_share"][row],
+                        vocabulary,
+                    )
+                )
+            else:
+                level = _level(_z(profile, row, feature, population), fine)
+                parts.append(_level_words(column, vocabulary)[level + 2])
         return " · ".join(parts)
 
     names = [describe(row, fine=False) for row in range(profile.height)]
@@ -153,23 +234,88 @@ def name_segments(
                 names[row] = describe(row, fine=True)
             else:
                 values = ", ".join(
-                    f"{feature.replace('_', ' ')} {profile[f'mean_{feature}'][row]:.1f}"
-                    for feature in features
-                    if feature != "gender"
+                    f"{schema.column(f).title.lower()} {profile[f'mean_{f}'][row]:.1f}"
+                    for f in schema.features
+                    if schema.column(f).type != "categorical"
+                ) or ", ".join(
+                    f"{profile[f'top_{f}_share'][row]:.0%} {profile[f'top_{f}'][row]}"
+                    for f in schema.features
                 )
-                share = f"{profile['female_share'][row]:.0%} female"
-                names[row] = f"{name} ({values or share})"
+                names[row] = f"{name} ({values})"
     return names
 
 
-def suggest_actions(profile: pl.DataFrame, population: dict[str, dict[str, float]]) -> list[str]:
-    """A marketing action per segment from its income, spending and age relative to everyone."""
-    z = _z_scores(profile, population)
-    return [
-        ACTIONS[(_level(z["annual_income"][row]), _level(z["spending_score"][row]))]
-        + CHANNELS[_level(z["age"][row])]
-        for row in range(profile.height)
-    ]
+def _matches(when: dict[str, str], levels: dict[str, str]) -> bool:
+    return all(levels.get(name) == level for name, level in when.items())
+
+
+def _matches(when: dict[str, str], levels: dict[str, str]) -> bool:
+    return all(levels.get(name) == level for name, level in when.items())
+
+
+def suggest_actions(
+    profile: pl.DataFrame,
+    population: dict[str, dict[str, float]],
+    vocabulary: Vocabulary,
+) -> list[str | None]:
+    """A marketing action per segment: the vocabulary's first matching rule, plus every matching
+    addition; None when no rule matches."""
+    actions: list[str | None] = []
+    for row in range(profile.height):
+        levels = {
+            name: LEVEL_NAMES[_level(_z(profile, row, name, population))] for name in population
+        }
+        action = next((r.action for r in vocabulary.actions if _matches(r.when, levels)), None)
+        if action is not None:
+            extra = [a.text for a in vocabulary.additions if _matches(a.when, levels)]
+            action = " ".join([action, *extra])
+        actions.append(action)
+    return actions
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+
+
+def distinguishing_traits(
+    profile: pl.DataFrame,
+    categories: pl.DataFrame,
+    schema: TableSchema,
+    population: dict[str, dict[str, float]],
+) -> list[str]:
+    """Per segment, the columns where it differs most from all customers, in the data's units:
+    numeric and date columns by how many SDs their mean (as K-Means sees them) is away, categories
+    by how far their share is from everyone's (in binomial SDs)."""
+    traits = []
+    for row in range(profile.height):
+        segment = int(profile["segment_id"][row])
+        scored: list[tuple[float, str]] = []
+        for column in schema.measures:
+            z = _z(profile, row, column.name, population)
+            unit = f" {column.unit}" if column.unit else ""
+            scored.append(
+                (
+                    abs(z),
+                    f"{column.title} {_number(profile[f'median_{column.name}'][row])}{unit} "
+                    f"(median; all customers {_number(population[column.name]['median'])})",
+                )
+            )
+        for column, category, value, everyone in (
+            categories.filter(pl.col("segment_id") == segment)
+            .select("column", "category", "value", "everyone")
+            .iter_rows()
+        ):
+            spread = (everyone * (1 - everyone)) ** 0.5 or 1.0
+            title = schema.column(column).title
+            scored.append(
+                (
+                    abs(value - everyone) / spread,
+                    f"{title} {category}: {value:.0%} (all customers {everyone:.0%})",
+                )
+            )
+        top = sorted(scored, key=lambda item: -item[0])[:TRAITS]
+        traits.append("; ".join(text for _, text in top))
+    return traits
 
 
 def _nearest_two(
@@ -209,23 +355,58 @@ def customer_silhouettes(
     return (other - own) / np.maximum(np.maximum(own, other), 1e-12), "simplified (centroid-based)"
 
 
+def _centroids_in_data_units(centroids: np.ndarray, schema: TableSchema) -> np.ndarray:
+    """Unscaled centroids with log1p undone, so a centroid reads in the column's own units
+    (indicator columns read as shares)."""
+    readable = centroids.copy()
+    for index, name in enumerate(schema.matrix_columns):
+        column = schema.column(name.partition(CATEGORY_SEPARATOR)[0])
+        if column.transform == "log1p":
+            readable[:, index] = np.expm1(readable[:, index])
+    return readable
+
+
 def segment_customers(
     customers: pl.DataFrame,
     matrix: np.ndarray,
     unscaled: np.ndarray,
     scaler: Scaler,
-    features: tuple[str, ...],
+    schema: TableSchema,
     k: int,
     config: ClusterConfig,
     population: dict[str, dict[str, float]],
+    category_shares: dict[str, dict[str, float]],
+    vocabulary: Vocabulary | None = None,
     initial_centers: np.ndarray | None = None,
     stability: dict[str, float | None] | None = None,
     exact_silhouette_up_to: int = 20_000,
 ) -> Segmentation:
     """Fit the final model at k on every customer and describe every segment.
 
-    `initial_centers` (the select-k fit's centres, by its segment ids) start the fit; `stability`
-    gives those segments' mean Jaccard similarity, carried over to the final ids.
+    Parameters
+    ----------
+    customers : pl.DataFrame
+        The prepared customers (`customer_id` and the declared columns).
+    matrix, unscaled : np.ndarray
+        The feature matrix, scaled and before scaling.
+    scaler : Scaler
+        The scaling that turned `unscaled` into `matrix`.
+    schema : TableSchema
+        The declared table with what prepare learned.
+    k : int
+        The number of segments.
+    config : ClusterConfig
+        K-Means settings (algorithm, starts, iterations, seed).
+    population, category_shares : dict
+        All customers' statistics, from prepare's summary.
+    vocabulary : Vocabulary or None, default None
+        Words and action rules; None names segments from the columns' labels and gives no action.
+    initial_centers : np.ndarray or None, default None
+        The select-k fit's centres (by its segment ids), where the final fit starts.
+    stability : dict or None, default None
+        Those segments' mean Jaccard similarity, carried over to the final ids.
+    exact_silhouette_up_to : int, default 20_000
+        Above this many customers the silhouette is the centroid-based one.
     """
     fit = fit_kmeans(matrix, k, config, initial=initial_centers)
     labels = fit.labels
@@ -234,28 +415,38 @@ def segment_customers(
     segment_ids = mapping[labels]
     order = np.argsort(mapping)  # order[new_id] = old label
     centroids = fit.centers[order]
-    original_centroids = original_centroids[order]
+    original_centroids = _centroids_in_data_units(original_centroids[order], schema)
 
-    profile = profile_segments(customers, segment_ids)
-    names = name_segments(profile, features, population)
-    actions = suggest_actions(profile, population)
+    profile = profile_segments(customers, segment_ids, schema)
+    categories = category_profiles(customers, segment_ids, schema, category_shares)
+    names = name_segments(profile, schema, population, vocabulary)
+    actions = suggest_actions(profile, population, vocabulary) if vocabulary else [None] * k
+    traits = distinguishing_traits(profile, categories, schema, population)
     centroid_columns = {
         f"centroid_{column}": original_centroids[:, i] for i, column in enumerate(scaler.columns)
     }
     jaccard = [(stability or {}).get(str(int(old))) for old in order]
-    segments = profile.with_columns(
-        pl.Series("name", names),
-        pl.Series("action", actions),
-        *[pl.Series(name, values) for name, values in centroid_columns.items()],
-        pl.Series("stability_jaccard", jaccard, dtype=pl.Float64),
-    ).select(
-        "segment_id",
-        "name",
-        "size",
-        "share",
-        *centroid_columns,
-        pl.exclude("segment_id", "name", "size", "share", "action", *centroid_columns),
-        "action",
+    segments = (
+        profile.drop(pl.selectors.starts_with("level_"))
+        .with_columns(
+            pl.Series("name", names),
+            *[pl.Series(name, values) for name, values in centroid_columns.items()],
+            pl.Series("stability_jaccard", jaccard, dtype=pl.Float64),
+            pl.Series("action", actions, dtype=pl.String),
+            pl.Series("traits", traits, dtype=pl.String),
+        )
+        .select(
+            "segment_id",
+            "name",
+            "size",
+            "share",
+            *centroid_columns,
+            pl.exclude(
+                "segment_id", "name", "size", "share", "action", "traits", *centroid_columns
+            ),
+            "action",
+            "traits",
+        )
     )
     silhouettes, method = customer_silhouettes(
         matrix, segment_ids, centroids, exact_silhouette_up_to
@@ -264,45 +455,48 @@ def segment_customers(
     ids = pl.Series("segment_id", segment_ids, dtype=pl.Int64)
     assignments = pl.DataFrame(
         {
-            "customer_id": customers["customer_id"],
+            ID: customers[ID],
             "segment_id": ids,
             "segment_name": pl.Series(names, dtype=pl.String).gather(ids),
             "distance_to_centroid": distances,
             "silhouette": silhouettes,
         }
     )
-    model_data = {
-        "format": MODEL_FORMAT,
-        "features": list(features),
-        "scaler": scaler.to_dict(),
-        "k": k,
-        "centroids_scaled": centroids.tolist(),
-        "segments": [{"segment_id": i, "name": names[i], "action": actions[i]} for i in range(k)],
-        "kmeans": {
-            "algorithm": config.algorithm,
-            "init": "k-means++" if initial_centers is None else "select-k centres",
-            "n_init": config.n_init if initial_centers is None else 1,
-            "max_iter": config.max_iter,
-            "seed": config.seed,
-            "inertia": fit.inertia,
-        },
-        "silhouette": method,
-    }
-    return Segmentation(segments=segments, assignments=assignments, model=model_data)
+    model = SegmentModel(
+        table=schema,
+        scaler=ScalerState(**scaler.to_dict()),
+        k=k,
+        centroids_scaled=tuple(tuple(float(v) for v in row) for row in centroids),
+        segments=tuple(
+            SegmentEntry(segment_id=i, name=names[i], action=actions[i], traits=traits[i])
+            for i in range(k)
+        ),
+        kmeans=KMeansState(
+            algorithm=config.algorithm,
+            init="k-means++" if initial_centers is None else "select-k centres",
+            n_init=config.n_init if initial_centers is None else 1,
+            max_iter=config.max_iter,
+            seed=config.seed,
+            inertia=fit.inertia,
+        ),
+        silhouette=method,
+    )
+    return Segmentation(
+        segments=segments, profiles=categories, assignments=assignments, model=model
+    )
 
 
 def assign_segments(
-    customers: pl.DataFrame, unscaled: np.ndarray, model: dict[str, Any]
+    customers: pl.DataFrame, unscaled: np.ndarray, model: SegmentModel
 ) -> pl.DataFrame:
     """Label customers with the nearest centroid of a saved model (plain data, no pickle)."""
-    scaler = Scaler.from_dict(model["scaler"])
-    centroids = np.asarray(model["centroids_scaled"], dtype=float)
-    nearest, distance, _ = _nearest_two(scaler.transform(unscaled), centroids)
-    names = pl.Series([segment["name"] for segment in model["segments"]], dtype=pl.String)
+    scaler = Scaler.from_dict(model.scaler.model_dump(mode="json"))
+    nearest, distance, _ = _nearest_two(scaler.transform(unscaled), model.centroids)
+    names = pl.Series([segment.name for segment in model.segments], dtype=pl.String)
     ids = pl.Series("segment_id", nearest, dtype=pl.Int64)
     return pl.DataFrame(
         {
-            "customer_id": customers["customer_id"],
+            ID: customers[ID],
             "segment_id": ids,
             "segment_name": names.gather(ids),
             "distance_to_centroid": distance,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -11,15 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmentation.errors import ConfigError
-
-FEATURES = ("gender", "age", "annual_income", "spending_score")
-"""Canonical columns that can be used as clustering features."""
-
-MALL_URL = (
-    "https://raw.githubusercontent.com/tirthajyoti/Machine-Learning-with-Python/"
-    "ef6b231e272e85a82366e618739324c4698592d6/Datasets/Mall_Customers.csv"
-)
-MALL_SHA256 = "416a4f62a8f33841a16e1db5297f0e05d3b65b05e73632cedae58e739e1e1f77"
+from segmentation.schema import ColumnSpec, TableSchema
 
 
 class Scaling(StrEnum):
@@ -45,9 +38,21 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    path: str = "data/raw/Mall_Customers.csv"
-    url: str | None = MALL_URL
-    sha256: str | None = MALL_SHA256
+    path: str
+    url: str | None = None
+    sha256: str | None = None
+    as_of: str | None = None
+    """The date date columns are measured from (YYYY-MM-DD); None: the latest date in the data."""
+
+    @field_validator("as_of")
+    @classmethod
+    def _is_iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be a date written YYYY-MM-DD, or null") from None
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -70,6 +75,7 @@ class SelectKConfig(_Section):
     gap_references: int = Field(default=20, ge=2, le=1000)
     bootstrap: int = Field(default=50, ge=2, le=1000)
     sample_size: int = Field(default=5_000, ge=100)
+    min_segment_share: float = Field(default=0.02, ge=0, lt=0.5, strict=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> SelectKConfig:
@@ -98,26 +104,22 @@ class ReportConfig(_Section):
 
 
 class Config(_Section):
-    data: DataConfig = DataConfig()
-    features: tuple[str, ...] = Field(default=("annual_income", "spending_score"), strict=False)
+    data: DataConfig
+    columns: tuple[ColumnSpec, ...] = Field(strict=False, min_length=1)
+    features: tuple[str, ...] = Field(strict=False, min_length=1)
     scaling: Scaling = Field(default=Scaling.STANDARD, strict=False)
+    naming: str | None = None
+    """None: names from the columns' labels; `mall` (a shipped vocabulary) or a YAML file's path."""
     prepare: PrepareConfig = PrepareConfig()
     select_k: SelectKConfig = SelectKConfig()
     cluster: ClusterConfig = ClusterConfig()
     visualize: VisualizeConfig = VisualizeConfig()
     report: ReportConfig = ReportConfig()
 
-    @field_validator("features")
-    @classmethod
-    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError(f"list at least one of {', '.join(FEATURES)}")
-        for name in value:
-            if name not in FEATURES:
-                raise ValueError(f"unknown feature '{name}'; allowed: {', '.join(FEATURES)}")
-        if len(set(value)) != len(value):
-            raise ValueError("each feature may be listed only once")
-        return value
+    @property
+    def schema(self) -> TableSchema:
+        """The declared table, before prepare has learned anything from the data."""
+        return TableSchema(columns=self.columns, features=self.features)
 
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in, as plain JSON-compatible data."""
@@ -166,6 +168,34 @@ def _first_duplicate_key(node: yaml.Node, prefix: str = "") -> tuple[str, int] |
     return None
 
 
+def _schema_problem(config: Config) -> tuple[tuple[str | int, ...], str] | None:
+    """(key path, problem) of the first inconsistency between the columns and the features."""
+    seen: dict[str, int] = {}
+    ids = []
+    for index, column in enumerate(config.columns):
+        if column.name in seen:
+            return (
+                ("columns", index, "name"),
+                f"name '{column.name}' is declared twice (also columns.{seen[column.name]})",
+            )
+        seen[column.name] = index
+        if column.type == "id":
+            ids.append(index)
+    if len(ids) > 1:
+        return ("columns", ids[1], "type"), "only one column may be of type id"
+    for index, feature in enumerate(config.features):
+        if feature not in seen:
+            return (
+                ("features", index),
+                f"'{feature}' is not a declared column; declared: {', '.join(seen)}",
+            )
+        if config.columns[seen[feature]].type == "id":
+            return ("features", index), f"'{feature}' is the id column; it cannot be a feature"
+        if feature in config.features[:index]:
+            return ("features", index), f"'{feature}' is listed twice"
+    return None
+
+
 def parse_config(text: str, source: str = "config.yaml") -> Config:
     """Parse and validate config text; raise ConfigError naming the file, line and key."""
     try:
@@ -191,21 +221,41 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
         name for name, info in Config.model_fields.items() if isinstance(info.default, BaseModel)
     }
     raw = {key: {} if value is None and key in sections else value for key, value in raw.items()}
+    lines = _key_lines(node) if node is not None else {}
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
-        location = tuple(error["loc"])
-        lines = _key_lines(node) if node is not None else {}
-        # Point at the deepest part of the key path that exists in the file.
-        line = next(
-            (lines[location[:n]] for n in range(len(location), 0, -1) if location[:n] in lines),
-            None,
-        )
-        key = ".".join(str(part) for part in location) or "(top level)"
-        where = f"{source}:{line}" if line else source
+        location = _entry_location(tuple(error["loc"]))
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{where}: {key}: {_describe(error)}{more}") from None
+        raise ConfigError(
+            f"{_where(source, lines, location)}: {_dotted(location)}: {_describe(error)}{more}"
+        ) from None
+    problem = _schema_problem(config)
+    if problem is not None:
+        location, message = problem
+        raise ConfigError(f"{_where(source, lines, location)}: {_dotted(location)}: {message}")
+    return config
+
+
+def _entry_location(location: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """A validation error's key path without pydantic's type tags (`columns.2.function-after[...]`)."""
+    return tuple(part for part in location if isinstance(part, int) or "[" not in part)
+
+
+def _dotted(location: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in location) or "(top level)"
+
+
+def _where(
+    source: str, lines: dict[tuple[str | int, ...], int], location: tuple[str | int, ...]
+) -> str:
+    """`file:line` of the deepest part of the key path that exists in the file."""
+    line = next(
+        (lines[location[:n]] for n in range(len(location), 0, -1) if location[:n] in lines),
+        None,
+    )
+    return f"{source}:{line}" if line else source
 
 
 def locate(path: Path, key: str) -> str:
