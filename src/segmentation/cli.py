@@ -277,7 +277,7 @@ def verify_version(version: str) -> None:
     "input_path",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
-    help="CSV of customers with the same columns as the training data.",
+    help="CSV or Parquet of customers with the columns the model was fitted on.",
 )
 @click.option(
     "--output",
@@ -296,30 +296,19 @@ def verify_version(version: str) -> None:
 )
 def assign(input_path: Path, output_path: Path, model_path: Path) -> None:
     """Label new customers with the segments of a saved model."""
-    import polars as pl
-
     from segmentation import cluster, prepare
+    from segmentation.model import load_model
 
     if not model_path.exists():
         raise ConfigError(f"{model_path}: model not found; run `make all` first or pass --model")
     try:
-        model = artifacts.read_json(model_path)
+        data = artifacts.read_json(model_path)
     except ValueError as exc:
         raise DataError(f"{model_path}: not valid JSON ({exc}); pass a model.json") from None
-    found = model.get("format") if isinstance(model, dict) else type(model).__name__
-    if found != cluster.MODEL_FORMAT:
-        raise DataError(f"{model_path}: not a segmentation model (format {found!r})")
-    customers = prepare.load_customers(input_path, on_invalid="fail").customers
-    try:
-        features = tuple(model["features"])
-        labelled = cluster.assign_segments(
-            customers, prepare.unscaled_matrix(customers, features), model
-        )
-    except (KeyError, IndexError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise DataError(
-            f"{model_path}: a damaged model ({type(exc).__name__}: {exc}); run `make all` to "
-            "write it again"
-        ) from None
+    model = load_model(model_path, data)
+    customers = prepare.load_customers(input_path, model.table, on_invalid="fail", learn=False)
+    unscaled = prepare.unscaled_matrix(customers.customers, model.table)
+    labelled = cluster.assign_segments(customers.customers, unscaled, model)
     artifacts.write_csv(output_path, labelled)
     counts = labelled["segment_name"].n_unique()
     console.print(f"labelled {labelled.height} customers into {counts} segment(s): {output_path}")

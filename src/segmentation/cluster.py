@@ -7,6 +7,7 @@ a vocabulary's rule table, and without one each segment's distinguishing traits 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,7 +154,8 @@ def _z(
 ) -> float:
     """How many SDs the segment's mean (as K-Means sees the column) is from all customers'."""
     stats = population[name]
-    return (profile[f"level_{name}"][row] - stats["feature_mean"]) / (stats["feature_std"] or 1.0)
+    mean = float(profile[f"level_{name}"][row])
+    return (mean - stats["feature_mean"]) / (stats["feature_std"] or 1.0)
 
 
 def _level_words(column: ColumnSpec, vocabulary: Vocabulary | None) -> tuple[str, ...]:
@@ -245,11 +247,7 @@ def name_segments(
     return names
 
 
-def _matches(when: dict[str, str], levels: dict[str, str]) -> bool:
-    return all(levels.get(name) == level for name, level in when.items())
-
-
-def _matches(when: dict[str, str], levels: dict[str, str]) -> bool:
+def _matches(when: Mapping[str, str], levels: Mapping[str, str]) -> bool:
     return all(levels.get(name) == level for name, level in when.items())
 
 

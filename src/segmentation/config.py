@@ -117,7 +117,7 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
 
     @property
-    def schema(self) -> TableSchema:
+    def table(self) -> TableSchema:
         """The declared table, before prepare has learned anything from the data."""
         return TableSchema(columns=self.columns, features=self.features)
 

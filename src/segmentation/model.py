@@ -12,7 +12,7 @@ from segmentation.config import Scaling
 from segmentation.errors import DataError
 from segmentation.schema import TableSchema
 
-MODEL_FORMAT = "segmentation-model/2"
+MODEL_FORMAT: Literal["segmentation-model/2"] = "segmentation-model/2"
 
 
 class _Frozen(BaseModel):

@@ -221,8 +221,8 @@ def resolve_headers(
     the order given, then its name.
     """
     by_key: dict[str, str] = {}
-    for header in headers:
-        by_key.setdefault(header_key(header), header)
+    for given in headers:
+        by_key.setdefault(header_key(given), given)
     found: dict[str, str] = {}
     for column in schema.columns:
         if column.expr is not None:
@@ -328,7 +328,7 @@ def _typed_column(
         # "inf", "nan" and overflowing values parse as floats but are not usable numbers.
         usable = values.is_finite().fill_null(False)
         bad = present & ~usable
-        return values.set(~usable, None).alias(column.name), bad  # type: ignore[arg-type]
+        return values.set(~usable, None).alias(column.name), bad
     if column.type == "date":
         if raw.dtype == pl.Date:
             return raw.alias(column.name), pl.Series([False] * frame.height)
@@ -387,7 +387,7 @@ def _expression(
         values = inputs.select(expression.alias(column.name)).to_series()
         if column.type == "numeric":
             values = values.cast(pl.Float64)
-            values = values.set(~values.is_finite().fill_null(False), None)  # type: ignore[arg-type]
+            values = values.set(~values.is_finite().fill_null(False), None)
         else:
             values = values.cast(pl.String)
     except pl.exceptions.PolarsError as exc:
@@ -658,21 +658,21 @@ def _validated(
             f"{source}: {len(reasons)} invalid row(s): {listed}{more}; fix them, or {hint}"
         )
     invalid = sorted(reasons)
-    keep = np.ones(typed.height, dtype=bool)
+    keep: np.ndarray = np.ones(typed.height, dtype=bool)
     keep[invalid] = False
     rejected = {row: "; ".join(reasons[row]) for row in invalid}
     missing: dict[str, dict[str, Any]] = {}
-    for column in schema.columns:
-        if column.type == "id":
+    for spec in schema.columns:
+        if spec.type == "id":
             continue
-        nulls = typed[column.name].is_null().to_numpy()
+        nulls = typed[spec.name].is_null().to_numpy()
         count = int((nulls & keep).sum())
         if count:
-            missing[column.name] = {"policy": column.missing, "missing": count}
-        if column.missing == "drop" and count:
-            for row in np.flatnonzero(nulls & keep):
-                rejected[int(row)] = f"{column.name} is missing (missing: drop)"
-            missing[column.name]["dropped"] = count
+            missing[spec.name] = {"policy": spec.missing, "missing": count}
+        if spec.missing == "drop" and count:
+            for dropped in np.flatnonzero(nulls & keep).tolist():
+                rejected[dropped] = f"{spec.name} is missing (missing: drop)"
+            missing[spec.name]["dropped"] = count
             keep &= ~nulls
     if quiet and rejected and not read.exact_lines:
         return None  # rows are named in rejects.csv: read again with exact line numbers
@@ -729,8 +729,8 @@ def _learned(customers: pl.DataFrame, schema: TableSchema, as_of: str | None) ->
                 else values.median()
             )
             imputed[column.name] = (
-                median.isoformat() if isinstance(median, dt.date) else float(median)
-            )  # type: ignore[arg-type]
+                median.isoformat() if isinstance(median, dt.date) else float(str(median))
+            )
         elif column.missing == "mode":
             mode = _mode(values)
             imputed[column.name] = mode.isoformat() if isinstance(mode, dt.date) else mode

@@ -11,6 +11,7 @@ import polars as pl
 import yaml
 from markupsafe import Markup
 
+from segmentation.schema import TableSchema
 from segmentation.select_k import stability_class
 
 SCALING_WORDS = {
@@ -59,9 +60,12 @@ class ReportInputs:
     data_sha256: str
     data_pinned: bool
     summary: dict[str, Any]
+    schema: TableSchema
     rejects: pl.DataFrame
     selection: dict[str, Any]
     segments: pl.DataFrame
+    profiles: pl.DataFrame
+    """Each segment's share of the top categories of every categorical column (long form)."""
     charts: list[ReportChart]
     environment: dict[str, Any]
     git: dict[str, Any]
@@ -88,37 +92,64 @@ def script_json(data: Any) -> Markup:
     return Markup(text)
 
 
-def _profile_bars(segment: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Segment mean against the population mean for every column, scaled for small bar charts."""
+PROFILE_BARS = 12
+"""The most bars a segment card shows (clustered columns first)."""
+SUMMARY_COLUMNS = 4
+"""The columns the summary's "who they are" names (clustered first)."""
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+
+
+def _profile_bars(
+    segment: dict[str, Any], summary: dict[str, Any], schema: TableSchema, profiles: pl.DataFrame
+) -> list[dict[str, Any]]:
+    """Segment against all customers on every column, in the data's units, scaled for small bars:
+    the mean of numeric and date columns, the top categories' shares of categorical ones."""
     rows = []
-    for column, label, unit in (
-        ("age", "Age", "years"),
-        ("annual_income", "Annual income", "k$"),
-        ("spending_score", "Spending score", "of 100"),
-    ):
-        population = summary["population"][column]
-        top = population["max"] or 1.0
+    for column in sorted(schema.measures, key=lambda c: c.name not in schema.features):
+        population = summary["population"][column.name]
+        low, high = min(population["min"], 0.0), population["max"]
+        span = (high - low) or 1.0
+        value = segment[f"mean_{column.name}"]
         rows.append(
             {
-                "label": label,
-                "unit": unit,
-                "value": segment[f"mean_{column}"],
-                "everyone": population["mean"],
-                "width": 100 * segment[f"mean_{column}"] / top,
-                "everyone_width": 100 * population["mean"] / top,
+                "label": column.title,
+                "unit": column.unit or "",
+                "value": _number(value),
+                "everyone": _number(population["mean"]),
+                "width": max(0.0, min(100.0, 100 * (value - low) / span)),
+                "everyone_width": max(0.0, min(100.0, 100 * (population["mean"] - low) / span)),
             }
         )
-    rows.append(
-        {
-            "label": "Women",
-            "unit": "%",
-            "value": 100 * segment["female_share"],
-            "everyone": 100 * summary["female_share"],
-            "width": 100 * segment["female_share"],
-            "everyone_width": 100 * summary["female_share"],
-        }
-    )
-    return rows
+    shares = profiles.filter(pl.col("segment_id") == segment["segment_id"])
+    for column, category, value, everyone in shares.select(
+        "column", "category", "value", "everyone"
+    ).iter_rows():
+        rows.append(
+            {
+                "label": f"{schema.column(column).title}: {category}",
+                "unit": "%",
+                "value": f"{100 * value:.0f}",
+                "everyone": f"{100 * everyone:.0f}",
+                "width": 100 * value,
+                "everyone_width": 100 * everyone,
+            }
+        )
+    return rows[:PROFILE_BARS]
+
+
+def _who(segment: dict[str, Any], schema: TableSchema) -> str:
+    """One line on who a segment's customers are: means of the clustered columns first."""
+    parts = []
+    for column in sorted(schema.measures, key=lambda c: c.name not in schema.features):
+        unit = f" {column.unit}" if column.unit else ""
+        parts.append(f"{column.title.lower()} {_number(segment[f'mean_{column.name}'])}{unit}")
+    for column in schema.of_type("categorical"):
+        share = segment[f"top_{column.name}_share"]
+        parts.append(f"{100 * share:.0f}% {column.title.lower()} {segment[f'top_{column.name}']}")
+    return "average " + ", ".join(parts[:SUMMARY_COLUMNS])
 
 
 def render_report(inputs: ReportInputs) -> str:
@@ -135,7 +166,24 @@ def render_report(inputs: ReportInputs) -> str:
             chosen=chosen,
             candidates=[c for c in selection["candidates"] if c["silhouette"] is not None],
             segments=segments,
-            bars={s["segment_id"]: _profile_bars(s, inputs.summary) for s in segments},
+            bars={
+                s["segment_id"]: _profile_bars(s, inputs.summary, inputs.schema, inputs.profiles)
+                for s in segments
+            },
+            who={s["segment_id"]: _who(s, inputs.schema) for s in segments},
+            has_actions=any(s["action"] for s in segments),
+            feature_titles=[inputs.schema.column(f).title for f in inputs.schema.features],
+            categorical_features=[
+                c.title
+                for c in inputs.schema.of_type("categorical")
+                if c.name in inputs.schema.features
+            ],
+            transformed=[
+                f"{c.title}: {'clipped, then ' if c.clip else ''}{c.transform}"
+                for c in inputs.schema.of_type("numeric")
+                if c.name in inputs.schema.features and (c.transform != "none" or c.clip)
+            ],
+            matrix_titles={m: inputs.schema.matrix_title(m) for m in inputs.schema.matrix_columns},
             rejects=inputs.rejects.head(50).to_dicts(),
             charts={
                 section: [c for c in inputs.charts if c.section == section]

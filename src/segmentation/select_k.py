@@ -80,6 +80,8 @@ class Candidate:
     gap_se: float | None = None
     stability: float | None = None
     """Mean adjusted Rand index between bootstrap fits and the full-data fit."""
+    smallest_share: float | None = None
+    """The share of customers in this k's smallest segment."""
 
 
 def check_k_range(distinct_points: int, select_k: SelectKConfig, cluster: ClusterConfig) -> None:
@@ -162,6 +164,7 @@ def _score(matrix: np.ndarray, k: int, cluster: ClusterConfig) -> tuple[Candidat
         ),
         calinski_harabasz=float(calinski_harabasz_score(matrix, fit.labels)),
         davies_bouldin=float(davies_bouldin_score(matrix, fit.labels)),
+        smallest_share=float(np.bincount(fit.labels, minlength=k).min() / matrix.shape[0]),
     )
     return candidate, fit.labels
 
@@ -419,36 +422,67 @@ def _confidence(
     return {"level": level, "backing": backing, "explanation": f"{'; '.join(parts)}: {meaning}"}
 
 
+def passed_over(candidates: list[Candidate], min_share: float) -> list[dict[str, Any]]:
+    """The k whose smallest segment holds less than `min_share` of the customers."""
+    return [
+        {"k": c.k, "smallest_share": c.smallest_share}
+        for c in candidates
+        if c.smallest_share is not None and c.smallest_share < min_share
+    ]
+
+
 def choose_k(
     candidates: list[Candidate],
     rule: KRule,
     fixed_k: int | None,
     segment_jaccard: dict[int, list[float | None]] | None = None,
+    min_segment_share: float = 0.0,
 ) -> dict[str, Any]:
     """Each criterion's choice, the chosen k and a plain-words account of agreement and confidence.
 
-    `segment_jaccard` gives, per k, each full-data label's mean Jaccard (bootstrap stability).
+    `segment_jaccard` gives, per k, each full-data label's mean Jaccard (bootstrap stability). No
+    criterion chooses a k whose smallest segment is below `min_segment_share` of the customers:
+    such a segment is too small to act on.
     """
+    skipped = passed_over(candidates, min_segment_share)
+    too_small = {entry["k"] for entry in skipped}
+    allowed = [c for c in candidates if c.k not in too_small]
+    if fixed_k is None and not any(c.silhouette is not None for c in allowed):
+        ks = [c.k for c in candidates if c.silhouette is not None]
+        raise ConfigError(
+            f"select_k.min_segment_share: every k from {ks[0]} to {ks[-1]} gives a segment "
+            f"smaller than {min_segment_share:.1%} of the customers; lower it, or k_max",
+            key="select_k.min_segment_share",
+        )
     knee = find_knee(candidates)
-    has_gap = any(c.gap is not None for c in candidates)
-    gap = gap_choices(candidates) if has_gap else None
+    knee = None if knee in too_small else knee
+    has_gap = any(c.gap is not None for c in allowed)
+    gap = gap_choices(allowed) if has_gap else None
     choices: dict[str, int | None] = {
-        "silhouette": _best(candidates, "silhouette", highest=True),
+        "silhouette": _best(allowed, "silhouette", highest=True),
         "elbow": knee,
         "gap": gap["one_se"] if gap else None,
-        "calinski_harabasz": _best(candidates, "calinski_harabasz", highest=True),
-        "davies_bouldin": _best(candidates, "davies_bouldin", highest=False),
-        "stability": _stability_choice(candidates),
+        "calinski_harabasz": _best(allowed, "calinski_harabasz", highest=True),
+        "davies_bouldin": _best(allowed, "davies_bouldin", highest=False),
+        "stability": _stability_choice(allowed),
     }
     notes: list[str] = []
+    if skipped:
+        listed = ", ".join(f"k={e['k']} ({e['smallest_share']:.1%})" for e in skipped)
+        notes.append(
+            f"Passed over because their smallest segment holds less than {min_segment_share:.0%} "
+            f"of the customers (select_k.min_segment_share): {listed}."
+        )
     wanted: int | None
     if fixed_k is not None:
         wanted, rule_used = fixed_k, "fixed"
         notes.append(
             f"k={fixed_k} was fixed by cluster.k; the criteria were not used to choose it."
         )
+        if fixed_k in too_small:
+            notes.append(f"k={fixed_k} has a segment below select_k.min_segment_share.")
     elif rule is KRule.VOTE:
-        wanted, rule_used = vote(choices, candidates), rule.value
+        wanted, rule_used = vote(choices, allowed), rule.value
     else:
         wanted, rule_used = choices[rule.value], rule.value
     if wanted is None or wanted == 1:
@@ -487,6 +521,8 @@ def choose_k(
             choices, chosen, [j for j in chosen_jaccard or [] if j is not None]
         ),
         "notes": notes,
+        "min_segment_share": min_segment_share,
+        "passed_over": skipped,
         "candidates": [asdict(c) for c in candidates],
     }
 
@@ -542,7 +578,9 @@ def evaluate(
         replace(c, stability=stability.mean_ari.get(c.k)) if c.k in stability.mean_ari else c
         for c in candidates
     ]
-    selection = choose_k(candidates, select_k.rule, cluster.k, stability.jaccard)
+    selection = choose_k(
+        candidates, select_k.rule, cluster.k, stability.jaccard, select_k.min_segment_share
+    )
     chosen = selection["chosen_k"]
     # Report each segment's stability under the ids the cluster stage will give it.
     chosen_labels = labels[chosen]

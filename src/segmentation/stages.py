@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from segmentation import __version__, artifacts
+from segmentation.catalog import PROFILES, Catalog
 from segmentation.config import Config, locate
 from segmentation.dataset import RawData
 from segmentation.errors import ConfigError
+from segmentation.schema import TableSchema
 
 Progress = Callable[[str, int], Callable[[int], None]]
 """Given a label and a total, returns a callback that advances by a number of steps."""
@@ -42,9 +44,20 @@ class StageContext:
     progress: Progress
     log: Callable[[str], None]
     """Detail lines for the user (per-k timings, for one), not part of any output."""
+    root: Path = Path()
+    """The project folder: relative paths in the config (a vocabulary file) start here."""
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(self.folder)
 
     def path(self, name: str) -> Path:
         return self.folder / name
+
+    def located(self, error: ConfigError) -> ConfigError:
+        """A config error found while running, pointed at its key's line in the config file."""
+        where = locate(self.config_path, error.key) if error.key else str(self.config_path)
+        return ConfigError(f"{where}: {error}")
 
 
 @dataclass(frozen=True)
@@ -69,75 +82,101 @@ class Stage:
         return values
 
 
+def table_schema(ctx: StageContext) -> TableSchema:
+    """The declared table with what prepare learned from the data."""
+    return TableSchema.model_validate(ctx.catalog.load("prepare_summary")["schema"])
+
+
 def _prepare(ctx: StageContext) -> str:
     from segmentation import prepare
 
     config = ctx.config
-    prepared = prepare.load_customers(ctx.raw.path, config.prepare.on_invalid)
-    columns = prepare.feature_columns(config.features)
-    unscaled = prepare.unscaled_matrix(prepared.customers, config.features)
-    scaler = prepare.fit_scaler(unscaled, columns, config.scaling)
-    frame = prepare.with_features(prepared.customers, scaler, config.features)
-    summary = prepare.summarise(prepared, scaler, config.features)
-    artifacts.write_parquet(ctx.path(artifacts.PREPARED), frame)
-    artifacts.write_csv(ctx.path(artifacts.REJECTS), prepared.rejects)
-    artifacts.write_json(ctx.path(artifacts.PREPARE_SUMMARY), summary)
+    try:
+        prepared = prepare.load_customers(
+            ctx.raw.path, config.table, config.prepare.on_invalid, config.data.as_of
+        )
+    except ConfigError as exc:
+        raise ctx.located(exc) from None
+    unscaled = prepare.unscaled_matrix(prepared.customers, prepared.schema)
+    scaler = prepare.fit_scaler(unscaled, prepared.schema, config.scaling)
+    frame = prepare.with_features(prepared.customers, scaler, unscaled)
+    summary = prepare.summarise(prepared, scaler, unscaled)
+    catalog = ctx.catalog
+    catalog.save("prepared", frame)
+    catalog.save("rejects", prepared.rejects)
+    catalog.save("prepare_summary", summary)
+    if prepared.ignored_columns:
+        ctx.log(f"columns not declared, left out: {', '.join(prepared.ignored_columns)}")
+    for name, counts in prepared.missing.items():
+        ctx.log(f"{name}: {counts['missing']} missing, policy {counts['policy']}")
     return f"{summary['rows_valid']} valid rows, {summary['rows_rejected']} rejected"
 
 
 def _select_k(ctx: StageContext) -> str:
-    import polars as pl
-
     from segmentation import prepare, select_k
 
     config = ctx.config
-    summary = artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY))
+    summary = ctx.catalog.load("prepare_summary")
     try:
         select_k.check_k_range(summary["distinct_points"], config.select_k, config.cluster)
     except ConfigError as exc:
-        where = locate(ctx.config_path, exc.key) if exc.key else str(ctx.config_path)
-        raise ConfigError(f"{where}: {exc}") from None
-    frame = pl.read_parquet(ctx.path(artifacts.PREPARED))
-    selection = select_k.evaluate(
-        matrix=prepare.feature_matrix(frame),
-        unscaled=prepare.unscaled_matrix(frame, config.features),
-        select_k=config.select_k,
-        cluster=config.cluster,
-        progress=ctx.progress,
-        log=ctx.log,
-    )
-    artifacts.write_json(ctx.path(artifacts.K_SELECTION), selection)
+        raise ctx.located(exc) from None
+    frame = ctx.catalog.load("prepared")
+    try:
+        selection = select_k.evaluate(
+            matrix=prepare.feature_matrix(frame),
+            unscaled=prepare.unscaled_matrix(frame, table_schema(ctx)),
+            select_k=config.select_k,
+            cluster=config.cluster,
+            progress=ctx.progress,
+            log=ctx.log,
+        )
+    except ConfigError as exc:
+        raise ctx.located(exc) from None
+    ctx.catalog.save("k_selection", selection)
     chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
     return f"k={selection['chosen_k']} ({selection['rule']}), silhouette {chosen['silhouette']:.3f}"
 
 
 def _cluster(ctx: StageContext) -> str:
     import numpy as np
-    import polars as pl
 
     from segmentation import cluster, prepare
+    from segmentation.vocabulary import load_vocabulary
 
     config = ctx.config
-    frame = pl.read_parquet(ctx.path(artifacts.PREPARED))
-    summary = artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY))
-    selection = artifacts.read_json(ctx.path(artifacts.K_SELECTION))
+    catalog = ctx.catalog
+    frame = catalog.load("prepared")
+    summary = catalog.load("prepare_summary")
+    selection = catalog.load("k_selection")
+    schema = table_schema(ctx)
+    vocabulary = None
+    if config.naming is not None:
+        known = {c.name for c in schema.columns if c.type != "id"}
+        try:
+            vocabulary = load_vocabulary(config.naming, ctx.root, known)
+        except ConfigError as exc:
+            raise ctx.located(exc) from None
     result = cluster.segment_customers(
-        customers=frame.select(prepare.COLUMNS),
+        customers=prepare.customer_columns(frame),
         matrix=prepare.feature_matrix(frame),
-        unscaled=prepare.unscaled_matrix(frame, config.features),
+        unscaled=prepare.unscaled_matrix(frame, schema),
         scaler=prepare.Scaler.from_dict(summary["scaler"]),
-        features=config.features,
+        schema=schema,
         k=selection["chosen_k"],
         config=config.cluster,
         population=summary["population"],
+        category_shares=summary["category_shares"],
+        vocabulary=vocabulary,
         initial_centers=np.asarray(selection["centers"]),
         stability=selection["stability"]["per_segment_jaccard"],
         exact_silhouette_up_to=config.select_k.sample_size,
     )
-    artifacts.write_csv(ctx.path(artifacts.SEGMENTS), result.segments)
-    artifacts.write_parquet(ctx.path(artifacts.ASSIGNMENTS_PARQUET), result.assignments)
-    artifacts.write_csv(ctx.path(artifacts.ASSIGNMENTS_CSV), result.assignments)
-    artifacts.write_json(ctx.path(artifacts.MODEL), result.model)
+    catalog.save("segments", result.segments)
+    catalog.save("profiles", result.profiles)
+    catalog.save("assignments", result.assignments)
+    catalog.save("assignments_csv", result.assignments)
+    catalog.save("model", result.model.to_json())
     return ", ".join(
         f"{row['name']} ({row['size']})" for row in result.segments.iter_rows(named=True)
     )
@@ -146,19 +185,20 @@ def _cluster(ctx: StageContext) -> str:
 def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
     """Each chart of the run as (name, title, Altair chart), built only when asked for, so that
     the images of one are drawn while the next is built."""
-    import polars as pl
-
     from segmentation import prepare, visualize
 
     config = ctx.config
+    catalog = ctx.catalog
     size, seed = config.visualize, config.cluster.seed
-    frame = pl.read_parquet(ctx.path(artifacts.PREPARED))
-    summary = artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY))
-    selection = artifacts.read_json(ctx.path(artifacts.K_SELECTION))
-    segments = pl.read_csv(ctx.path(artifacts.SEGMENTS))
-    assignments = pl.read_parquet(ctx.path(artifacts.ASSIGNMENTS_PARQUET))
-    model = artifacts.read_json(ctx.path(artifacts.MODEL))
-    customers = frame.select(prepare.COLUMNS)
+    frame = catalog.load("prepared")
+    summary = catalog.load("prepare_summary")
+    selection = catalog.load("k_selection")
+    segments = catalog.load("segments")
+    profiles = catalog.load("profiles")
+    assignments = catalog.load("assignments")
+    model = catalog.load("model")
+    schema = table_schema(ctx)
+    customers = prepare.customer_columns(frame)
     matrix = prepare.feature_matrix(frame)
     yield "elbow", "Elbow", visualize.elbow_chart(selection, size)
     yield "criteria", "Criteria against k", visualize.criteria_chart(selection, size)
@@ -173,17 +213,24 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
     yield (
         "segments",
         "Segments",
-        visualize.scatter_chart(customers, assignments, segments, model, matrix, size, seed),
+        visualize.scatter_chart(
+            customers, assignments, segments, model, matrix, schema, size, seed
+        ),
     )
-    if len(model["scaler"]["columns"]) > 2 and sum(f != "gender" for f in config.features) >= 2:
+    numeric = visualize.pairwise_columns(segments, summary["population"], schema)
+    if len(model["scaler"]["columns"]) > 2 and len(numeric) >= 2:
         pairwise = visualize.pairwise_chart(
-            customers, assignments, segments, list(config.features), size, seed
+            customers, assignments, segments, numeric, schema, size, seed
         )
         yield "pairwise", "Feature pairs", pairwise
-    profiles = visualize.profile_chart(
-        segments, summary["population"], summary["female_share"], size
-    )
-    yield "profiles", "Segment profiles", profiles
+    profile_chart = visualize.profile_chart(segments, summary["population"], schema, size)
+    yield "profiles", "Segment profiles", profile_chart
+    if profiles.height:
+        yield (
+            "categories",
+            "Categories",
+            visualize.categories_chart(profiles, segments, schema, size),
+        )
     yield "sizes", "Segment sizes", visualize.sizes_chart(segments, size)
 
 
@@ -205,7 +252,7 @@ def _visualize(ctx: StageContext) -> str:
         }
         for c in charts
     ]
-    artifacts.write_json(artifacts.chart_index(ctx.folder), index)
+    ctx.catalog.save("chart_index", index)
     return f"{len(charts)} charts (Vega-Lite JSON, PNG, SVG)"
 
 
@@ -240,11 +287,11 @@ VEGA_GLOBALS = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLit
 
 
 def _report(ctx: StageContext) -> str:
-    import polars as pl
     import vl_convert
 
     from segmentation import report
 
+    catalog = ctx.catalog
     charts_folder = ctx.path(artifacts.CHARTS)
     charts = [
         report.ReportChart(
@@ -254,7 +301,7 @@ def _report(ctx: StageContext) -> str:
             description=entry["description"],
             spec=artifacts.read_json(charts_folder / f"{entry['name']}.vl.json"),
         )
-        for entry in artifacts.read_json(artifacts.chart_index(ctx.folder))
+        for entry in catalog.load("chart_index")
     ]
     inputs = report.ReportInputs(
         title=ctx.config.report.title,
@@ -263,12 +310,12 @@ def _report(ctx: StageContext) -> str:
         data_path=ctx.config.data.path,
         data_sha256=ctx.raw.sha256,
         data_pinned=ctx.raw.pinned,
-        summary=artifacts.read_json(ctx.path(artifacts.PREPARE_SUMMARY)),
-        rejects=pl.read_csv(
-            ctx.path(artifacts.REJECTS), schema_overrides={"customer_id": pl.String}
-        ),
-        selection=artifacts.read_json(ctx.path(artifacts.K_SELECTION)),
-        segments=pl.read_csv(ctx.path(artifacts.SEGMENTS)),
+        summary=catalog.load("prepare_summary"),
+        schema=table_schema(ctx),
+        rejects=catalog.load("rejects"),
+        selection=catalog.load("k_selection"),
+        segments=catalog.load("segments"),
+        profiles=catalog.load("profiles"),
         charts=charts,
         environment=environment(),
         git=ctx.git,
@@ -296,7 +343,7 @@ STAGES: dict[str, Stage] = {
     for stage in (
         Stage(
             name="prepare",
-            params=("features", "scaling", "prepare.on_invalid"),
+            params=("data.as_of", "columns", "features", "scaling", "prepare.on_invalid"),
             upstream=(),
             outputs=(artifacts.PREPARED, artifacts.PREPARE_SUMMARY, artifacts.REJECTS),
             reads_data=True,
@@ -312,6 +359,7 @@ STAGES: dict[str, Stage] = {
                 "select_k.gap_references",
                 "select_k.bootstrap",
                 "select_k.sample_size",
+                "select_k.min_segment_share",
                 *SELECT_K_CLUSTER_PARAMS,
             ),
             upstream=("prepare",),
@@ -326,10 +374,12 @@ STAGES: dict[str, Stage] = {
                 "select_k.sample_size",
                 *SELECT_K_CLUSTER_PARAMS,
                 "cluster.algorithm",
+                "naming",
             ),
             upstream=("prepare", "select-k"),
             outputs=(
                 artifacts.SEGMENTS,
+                PROFILES,
                 artifacts.ASSIGNMENTS_PARQUET,
                 artifacts.ASSIGNMENTS_CSV,
                 artifacts.MODEL,
@@ -357,7 +407,9 @@ STAGES: dict[str, Stage] = {
             name="report",
             params=(
                 "data",
+                "columns",
                 "features",
+                "naming",
                 "scaling",
                 "prepare",
                 "select_k",

@@ -14,16 +14,14 @@ from sklearn.decomposition import PCA
 
 from segmentation import images
 from segmentation.config import VisualizeConfig
+from segmentation.prepare import measure
+from segmentation.schema import ID, TableSchema
 from segmentation.select_k import stability_class
 
-LABELS = {
-    "age": "Age (years)",
-    "annual_income": "Annual income (k$)",
-    "spending_score": "Spending score (1-100)",
-    "gender_female": "Female (share)",
-    "gender_male": "Male (share)",
-    "female_share": "Female (share)",
-}
+PAIRWISE_COLUMNS = 5
+"""The most columns the pair matrix shows: those that separate the segments most."""
+PROFILE_COLUMNS = 30
+"""The most columns the profile heatmap shows (clustered ones first)."""
 CHOSEN_COLOR = "#d62728"
 SILHOUETTE_BARS = 1000
 """The most bars the per-customer silhouette chart draws (more are indistinguishable)."""
@@ -39,7 +37,8 @@ KNEE_COLOR = "#ff7f0e"
 CHART_GUIDE: dict[str, tuple[str, str]] = {
     "segments": ("segments", "Scatter plot of the customers coloured by segment, centroids marked with crosses."),
     "pairwise": ("segments", "Matrix of scatter plots, one for every pair of clustered features, coloured by segment."),
-    "profiles": ("segments", "Heatmap of each segment's average age, income, spending score and share of women, coloured by how far it is from the average customer."),
+    "profiles": ("segments", "Heatmap of each segment's mean on every numeric column, coloured by how many standard deviations it is from the average customer."),
+    "categories": ("segments", "Bar charts of each segment's share of the most common categories of every categorical column, beside all customers' share."),
     "sizes": ("segments", "Bar chart of the number of customers in each segment."),
     "elbow": ("k", "Line chart of inertia against the number of segments, with the knee and the chosen k marked."),
     "criteria": ("k", "Three line charts of silhouette, Calinski-Harabasz and Davies-Bouldin against the number of segments, with the chosen k marked."),
@@ -367,7 +366,7 @@ def _scatter(
 
 
 def _strip_chart(
-    points: pl.DataFrame, column: str, segments: pl.DataFrame, size: VisualizeConfig
+    points: pl.DataFrame, column: str, title: str, segments: pl.DataFrame, size: VisualizeConfig
 ) -> alt.TopLevelMixin:
     """Customers of each segment along the one clustered column, centroids as black ticks."""
     order = _segment_labels(segments)
@@ -376,7 +375,7 @@ def _strip_chart(
         alt.Chart(points.select("customer_id", "segment", column))
         .mark_tick(thickness=2, opacity=0.6)
         .encode(
-            x=alt.X(f"{column}:Q", title=LABELS[column], scale=alt.Scale(zero=False)),
+            x=alt.X(f"{column}:Q", title=title, scale=alt.Scale(zero=False)),
             y=y,
             color=_segment_color(segments),
             tooltip=["customer_id", "segment", column],
@@ -406,35 +405,39 @@ def scatter_chart(
     segments: pl.DataFrame,
     model: dict[str, Any],
     matrix: np.ndarray,
+    schema: TableSchema,
     size: VisualizeConfig,
     seed: int,
 ) -> alt.TopLevelMixin:
-    """One feature column: its values per segment. Two: those two in original units.
+    """One numeric feature: its values per segment. Two: those two in the data's units.
 
-    More: a PCA projection of the scaled data.
+    More, or any categorical feature: a PCA projection of the scaled data.
     """
     columns = model["scaler"]["columns"]
-    joined = customers.with_columns(assignments["segment_id"])
-    if len(columns) == 1:
-        return _strip_chart(
-            _labelled(_sample(joined, size.max_points, seed), segments), columns[0], segments, size
-        )
-    if len(columns) == 2 and all(c in customers.columns for c in columns):
-        x, y = columns
+    measured = [c.name for c in schema.measures]
+    joined = _measured(customers, schema).with_columns(assignments["segment_id"])
+    if len(columns) == 1 and columns[0] in measured:
         points = _labelled(_sample(joined, size.max_points, seed), segments)
+        title = schema.matrix_title(columns[0])
+        return _strip_chart(points, columns[0], title, segments, size)
+    if len(columns) == 2 and all(c in measured for c in columns):
+        x, y = columns
+        points = _labelled(_sample(joined, size.max_points, seed), segments).select(
+            ID, "segment", x, y
+        )
         centroids = _labelled(
             segments.select(
                 "segment_id", pl.col(f"centroid_{x}").alias(x), pl.col(f"centroid_{y}").alias(y)
             ),
             segments,
         )
-        axes = {x: LABELS[x], y: LABELS[y]}
+        axes = {x: schema.matrix_title(x), y: schema.matrix_title(y)}
         return _scatter(points, centroids, axes, segments, size, "Segments")
     pca = PCA(n_components=2, svd_solver="full", random_state=seed).fit(matrix)
     projected = pca.transform(matrix)
     centres = pca.transform(np.asarray(model["centroids_scaled"]))
     explained = pca.explained_variance_ratio_
-    points = joined.select("customer_id", "segment_id").with_columns(
+    points = joined.select(ID, "segment_id").with_columns(
         pl.Series("pc1", projected[:, 0]), pl.Series("pc2", projected[:, 1])
     )
     points = _labelled(_sample(points, size.max_points, seed), segments)
@@ -452,20 +455,47 @@ def scatter_chart(
     return _scatter(points, centroids, axes, segments, size, title)
 
 
+def _measured(customers: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
+    """The customers with date columns as days before as_of, as they are profiled."""
+    return customers.with_columns(measure(column, schema) for column in schema.of_type("date"))
+
+
+def pairwise_columns(
+    segments: pl.DataFrame, population: dict[str, dict[str, float]], schema: TableSchema
+) -> list[str]:
+    """The clustered numeric and date columns for the pair matrix: all of them up to
+    PAIRWISE_COLUMNS, else those whose segment means spread most (in population SDs)."""
+    numeric = [f for f in schema.features if schema.column(f).type != "categorical"]
+    if len(numeric) <= PAIRWISE_COLUMNS:
+        return numeric
+
+    def spread(name: str) -> float:
+        means = segments[f"mean_{name}"].to_numpy()
+        return float(np.std(means) / (population[name]["std"] or 1.0))
+
+    chosen = set(sorted(numeric, key=lambda name: -spread(name))[:PAIRWISE_COLUMNS])
+    return [name for name in numeric if name in chosen]
+
+
 def pairwise_chart(
     customers: pl.DataFrame,
     assignments: pl.DataFrame,
     segments: pl.DataFrame,
-    features: list[str],
+    columns: list[str],
+    schema: TableSchema,
     size: VisualizeConfig,
     seed: int,
 ) -> alt.TopLevelMixin:
-    """Every pair of numeric clustered features, in original units."""
-    numeric = [f for f in features if f != "gender"]
-    points = _labelled(
-        _sample(customers.with_columns(assignments["segment_id"]), size.max_points, seed), segments
-    ).select("customer_id", "segment", *numeric)
-    side = max(160, size.width // max(1, len(numeric)))
+    """Every pair of the given numeric columns, in the data's units, axes titled by label."""
+    joined = _measured(customers, schema).with_columns(assignments["segment_id"])
+    titles = {name: schema.column(name).axis_title for name in columns}
+    points = (
+        _labelled(_sample(joined, size.max_points, seed), segments)
+        .select(ID, "segment", *columns)
+        .rename(titles)
+    )
+    shown = list(titles.values())
+    side = max(120, size.width // max(1, len(shown)))
     cell = (
         alt.Chart(points)
         .mark_circle(size=25)
@@ -473,33 +503,35 @@ def pairwise_chart(
             x=alt.X(alt.repeat("column"), type="quantitative", scale=alt.Scale(zero=False)),
             y=alt.Y(alt.repeat("row"), type="quantitative", scale=alt.Scale(zero=False)),
             color=_segment_color(segments),
-            tooltip=["customer_id", "segment"],
+            tooltip=[ID, "segment"],
         )
     )
     matrix: alt.TopLevelMixin = (
         _pickable(cell)
         .properties(width=side, height=side)
-        .repeat(row=numeric, column=numeric)
+        .repeat(row=shown, column=shown)
         .properties(title="Segments across every pair of features")
     )
     return matrix
 
 
 def profile_chart(
-    segments: pl.DataFrame, population: dict[str, Any], female_share: float, size: VisualizeConfig
+    segments: pl.DataFrame,
+    population: dict[str, Any],
+    schema: TableSchema,
+    size: VisualizeConfig,
 ) -> alt.TopLevelMixin:
-    """Heatmap of each segment's mean on every column, colored by distance from the population mean."""
+    """Heatmap of each segment's mean on every numeric and date column (clustered ones first),
+    coloured by how many population SDs it is from the average customer, labelled in data units."""
+    measures = sorted(schema.measures, key=lambda c: c.name not in schema.features)
     rows = []
     for row in segments.iter_rows(named=True):
         label = f"{row['segment_id']} · {row['name']}"
-        for column in ("age", "annual_income", "spending_score"):
-            stats = population[column]
-            z = (row[f"mean_{column}"] - stats["mean"]) / (stats["std"] or 1.0)
-            rows.append((label, LABELS[column], z, f"{row[f'mean_{column}']:.1f}"))
-        z_female = (row["female_share"] - female_share) / (
-            np.sqrt(female_share * (1 - female_share)) or 1.0
-        )
-        rows.append((label, LABELS["female_share"], z_female, f"{row['female_share']:.0%}"))
+        for column in measures[:PROFILE_COLUMNS]:
+            stats = population[column.name]
+            mean = row[f"mean_{column.name}"]
+            z = (mean - stats["mean"]) / (stats["std"] or 1.0)
+            rows.append((label, column.axis_title, z, _short(mean)))
     cells = pl.DataFrame(rows, schema=["segment", "column", "z", "value"], orient="row")
     order = _segment_labels(segments)
     base = alt.Chart(cells).encode(
@@ -507,7 +539,7 @@ def profile_chart(
             "column:N",
             title=None,
             sort=list(dict.fromkeys(cells["column"])),
-            axis=alt.Axis(labelAngle=0),
+            axis=alt.Axis(labelAngle=-40 if len(measures) > 4 else 0, labelLimit=160),
         ),
         y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
     )
@@ -519,15 +551,78 @@ def profile_chart(
         ),
         tooltip=["segment", "column", "value", alt.Tooltip("z:Q", format=".2f")],
     )
-    text = base.mark_text(fontSize=12).encode(text="value:N")
+    text = base.mark_text(fontSize=11).encode(text="value:N")
     return alt.layer(heat, text).properties(
         title=alt.Title(
             "Segment profiles",
             subtitle="mean per segment; color: above (red) or below (blue) the average customer",
         ),
-        width=size.width,
+        width=max(size.width, 60 * min(len(measures), PROFILE_COLUMNS)),
         height=max(size.height // 2, 36 * segments.height),
     )
+
+
+def _short(value: float) -> str:
+    """A mean as it fits in a heatmap cell: 3 significant digits, thousands as k, millions as M."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def categories_chart(
+    profiles: pl.DataFrame, segments: pl.DataFrame, schema: TableSchema, size: VisualizeConfig
+) -> alt.TopLevelMixin:
+    """Each segment's share of the most common categories of every categorical column, with all
+    customers' share as a tick."""
+    labels = pl.DataFrame(
+        {"segment_id": segments["segment_id"], "segment": _segment_labels(segments)}
+    )
+    rows = (
+        profiles.join(labels, on="segment_id", how="left")
+        .with_columns(
+            pl.col("column")
+            .replace_strict({c.name: c.title for c in schema.of_type("categorical")})
+            .alias("column"),
+        )
+        .select("segment", "column", "category", "value", "everyone")
+    )
+    order = _segment_labels(segments)
+    base = alt.Chart(rows).encode(
+        y=alt.Y("category:N", title=None, axis=alt.Axis(labelLimit=200)),
+        yOffset=alt.YOffset("segment:N", sort=order),
+    )
+    bars = _pickable(
+        base.mark_bar().encode(
+            x=alt.X("value:Q", title="Share of the segment", axis=alt.Axis(format="%")),
+            color=_segment_color(segments),
+            tooltip=[
+                "segment",
+                "column",
+                "category",
+                alt.Tooltip("value:Q", format=".1%", title="share of the segment"),
+                alt.Tooltip("everyone:Q", format=".1%", title="share of all customers"),
+            ],
+        )
+    )
+    everyone = base.mark_tick(color="black", thickness=2).encode(
+        x="everyone:Q", yOffset=alt.value(0)
+    )
+    chart: alt.TopLevelMixin = (
+        alt.layer(bars, everyone, data=rows)
+        .properties(width=size.width, height=alt.Step(8))
+        .facet(
+            row=alt.Row("column:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left"))
+        )
+        .resolve_scale(y="independent")
+        .properties(
+            title=alt.Title(
+                "Categories in each segment",
+                subtitle="bars: share of the segment; black ticks: share of all customers",
+            )
+        )
+    )
+    return chart
 
 
 def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMixin:

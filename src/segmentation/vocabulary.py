@@ -53,8 +53,8 @@ class Vocabulary(_Strict):
     def columns(self) -> set[str]:
         """Every column the vocabulary names."""
         named = set(self.levels) | set(self.categories)
-        for rule in (*self.actions, *self.additions):
-            named |= set(rule.when)
+        for when in [rule.when for rule in self.actions] + [a.when for a in self.additions]:
+            named |= set(when)
         return named
 
 

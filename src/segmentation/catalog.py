@@ -1,0 +1,80 @@
+"""Every dataset a stage reads or writes, by name: the one place that knows files and formats.
+
+Stages ask the catalog for "prepared" or "k_selection" rather than building paths and reading
+files by hand, so a change of storage touches this module, not every stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from segmentation import artifacts
+
+Format = Literal["parquet", "csv", "json"]
+
+PROFILES = "profiles.csv"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    path: str
+    """Relative to the version folder."""
+    format: Format
+
+
+DATASETS: dict[str, Dataset] = {
+    "prepared": Dataset(artifacts.PREPARED, "parquet"),
+    "prepare_summary": Dataset(artifacts.PREPARE_SUMMARY, "json"),
+    "rejects": Dataset(artifacts.REJECTS, "csv"),
+    "k_selection": Dataset(artifacts.K_SELECTION, "json"),
+    "segments": Dataset(artifacts.SEGMENTS, "csv"),
+    "profiles": Dataset(PROFILES, "csv"),
+    "assignments": Dataset(artifacts.ASSIGNMENTS_PARQUET, "parquet"),
+    "assignments_csv": Dataset(artifacts.ASSIGNMENTS_CSV, "csv"),
+    "model": Dataset(artifacts.MODEL, "json"),
+    "chart_index": Dataset(f"{artifacts.CHARTS}/index.json", "json"),
+}
+TEXT_COLUMNS = (
+    "customer_id",
+    "name",
+    "segment_name",
+    "category",
+    "column",
+    "action",
+    "traits",
+    "reason",
+)
+"""Columns read as text from CSV whatever they hold (ids like 00042 keep their zeros)."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The datasets of one version folder."""
+
+    folder: Path
+
+    def path(self, name: str) -> Path:
+        return self.folder / DATASETS[name].path
+
+    def load(self, name: str) -> Any:
+        import polars as pl
+
+        dataset, path = DATASETS[name], self.path(name)
+        if dataset.format == "json":
+            return artifacts.read_json(path)
+        if dataset.format == "parquet":
+            return pl.read_parquet(path)
+        header = pl.read_csv(path, n_rows=0).columns
+        overrides = {column: pl.String for column in TEXT_COLUMNS if column in header}
+        return pl.read_csv(path, schema_overrides=overrides, infer_schema_length=None)
+
+    def save(self, name: str, data: Any) -> None:
+        dataset, path = DATASETS[name], self.path(name)
+        if dataset.format == "json":
+            artifacts.write_json(path, data)
+        elif dataset.format == "parquet":
+            artifacts.write_parquet(path, data)
+        else:
+            artifacts.write_csv(path, data)
