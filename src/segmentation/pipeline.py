@@ -75,12 +75,12 @@ class Result:
 
 
 def stage_keys(config: Config, data_sha256: str) -> dict[str, str]:
-    """Hash what each stage depends on: its config keys, upstream keys, the data and the code."""
+    """Hash what each stage depends on: its config keys, upstream keys, the data and its code."""
     keys: dict[str, str] = {}
     for name, stage in STAGES.items():
         payload = {
             "stage": name,
-            "code": artifacts.code_fingerprint(),
+            "code": artifacts.code_fingerprint(stage.code),
             "params": stage.param_values(config),
             "upstream": {up: keys[up] for up in stage.upstream},
             "data": data_sha256 if stage.reads_data else None,
