@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner, Result
 
+from segmentation import artifacts
 from segmentation.cli import main
 from segmentation.config import Config
 from segmentation.pipeline import stage_keys
@@ -127,6 +129,120 @@ def test_a_config_key_invalidates_exactly_the_stages_that_depend_on_it(
 def test_other_data_invalidates_every_stage() -> None:
     before = stage_keys(Config(), DATA_SHA)
     assert changed_stages(before, stage_keys(Config(), "b" * 64)) == ALL
+
+
+# --- which stages a code change invalidates (no runs) --------------------------------------------
+
+
+def code_names(modules: tuple[str, ...]) -> set[str]:
+    """The files a fingerprint of `modules` hashes, relative to the package folder."""
+    return {
+        path.relative_to(artifacts.PACKAGE_DIR).as_posix() for path in artifacts.code_files(modules)
+    }
+
+
+def runner_imports(stage: str) -> set[str]:
+    """The package modules the stage's runner in stages.py imports inside itself."""
+    tree = ast.parse((artifacts.PACKAGE_DIR / "stages.py").read_text(encoding="utf-8"))
+    runner = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name == STAGES[stage].run.__name__
+    )
+    return {
+        f"segmentation.{alias.name}"
+        for node in ast.walk(runner)
+        if isinstance(node, ast.ImportFrom) and node.module == "segmentation"
+        for alias in node.names
+    }
+
+
+def with_upstream(stage: str) -> tuple[str, ...]:
+    """The code a stage's key covers: its own and, through their keys, its upstream stages'."""
+    return tuple(name for other in (*STAGES[stage].upstream, stage) for name in STAGES[other].code)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_code_of_a_stage_contains_its_own_modules(stage: str) -> None:
+    files = code_names(STAGES[stage].code)
+    assert "__init__.py" in files
+    for module in STAGES[stage].code:
+        assert f"{module.removeprefix('segmentation.')}.py" in files
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_module_a_runner_imports_counts_in_its_stage_key(stage: str) -> None:
+    # A runner that starts using another module must name it in its Stage's code.
+    assert runner_imports(stage), "the runner imports its stage's module"
+    for module in runner_imports(stage):
+        assert code_names((module,)) <= code_names(with_upstream(stage)), module
+
+
+def test_the_code_of_visualize_is_not_the_other_stages() -> None:
+    files = code_names(STAGES["visualize"].code)
+    assert {"visualize.py", "images.py", "select_k.py"} <= files
+    assert files.isdisjoint({"prepare.py", "cluster.py", "report.py", "stages.py", "pipeline.py"})
+    assert not any(name.endswith(".j2") for name in files)
+
+
+def test_the_code_of_the_report_includes_its_templates() -> None:
+    assert "templates/report.html.j2" in code_names(STAGES["report"].code)
+
+
+def test_imports_inside_functions_count() -> None:
+    # versions imports report only inside write_index.
+    assert "report.py" in code_names(("segmentation.versions",))
+
+
+def test_the_runners_imports_inside_functions_do_not_count() -> None:
+    files = code_names(("segmentation.stages",))
+    assert {"stages.py", "artifacts.py", "dataset.py"} <= files
+    assert files.isdisjoint({"visualize.py", "report.py", "cluster.py"})
+
+
+def test_an_unknown_module_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"segmentation\.nowhere: not a module"):
+        artifacts.code_files(("segmentation.nowhere",))
+
+
+def keys_with_package(folder: Path) -> dict[str, str]:
+    """The stage keys of the default config if the package's code were the files in `folder`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(artifacts, "PACKAGE_DIR", folder)
+        artifacts.code_fingerprint.cache_clear()
+        try:
+            return stage_keys(Config(), DATA_SHA)
+        finally:
+            artifacts.code_fingerprint.cache_clear()  # forget the copy's fingerprints
+
+
+@pytest.mark.parametrize(
+    ("edited", "expected"),
+    [
+        ("visualize.py", FROM_VISUALIZE),
+        ("images.py", FROM_VISUALIZE),
+        ("templates/report.html.j2", REPORT),
+        ("report.py", REPORT),
+        ("cluster.py", FROM_CLUSTER),
+        ("select_k.py", FROM_SELECT_K),
+        ("kmeans.py", FROM_SELECT_K),
+        ("prepare.py", ALL),
+        ("stages.py", ALL),
+        ("artifacts.py", ALL),
+        ("__init__.py", ALL),
+        ("pipeline.py", frozenset()),
+        ("cli.py", frozenset()),
+    ],
+)
+def test_a_code_change_invalidates_exactly_the_stages_that_run_it(
+    tmp_path: Path, edited: str, expected: frozenset[str]
+) -> None:
+    package = Path(shutil.copytree(artifacts.PACKAGE_DIR, tmp_path / "segmentation"))
+    before = keys_with_package(package)
+    assert before == stage_keys(Config(), DATA_SHA), "keys do not depend on the folder"
+    with (package / edited).open("a", encoding="utf-8") as source:
+        source.write("\n# an edit\n" if edited.endswith(".py") else "\n{# an edit #}\n")
+    assert changed_stages(before, keys_with_package(package)) == expected
 
 
 # --- a rerun reuses everything ------------------------------------------------------------------

@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from segmentation import artifacts, pipeline, prepare
+from segmentation import artifacts, pipeline, prepare, versions
 from segmentation.artifacts import Workspace
 from segmentation.cluster import segment_customers
 from segmentation.config import ClusterConfig, Config, parse_config
@@ -282,7 +282,7 @@ def test_valid_random_customers_always_make_a_complete_version(
         run, pipeline.STAGE_ORDER, lambda _label, _total: lambda _steps: None, lambda _o: None
     )
     assert result.report is not None and result.report.is_file()
-    assert pipeline.is_complete(workspace, run.version)
+    assert versions.is_complete(workspace, run.version)
     folder = workspace.version_dir(run.version)
     manifest = json.loads((folder / artifacts.MANIFEST).read_text(encoding="utf-8"))
     for name, digest in manifest["outputs"].items():

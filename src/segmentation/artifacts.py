@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import functools
@@ -124,17 +125,111 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+PACKAGE = "segmentation"
+# The stage runners import each stage's modules inside their functions. Following those imports
+# would put every stage's code in every stage's key, so instead each Stage names the modules its
+# runner calls into, and only that module's top-level imports are followed.
+RUNNERS = "segmentation.stages"
+# The report module renders the templates; they are code of whatever runs it.
+TEMPLATES_MODULE = "segmentation.report"
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of a module of the package, or None if there is no such module."""
+    package, *parts = name.split(".")
+    if package != PACKAGE:
+        return None
+    folder = PACKAGE_DIR.joinpath(*parts)
+    candidates = (folder.with_suffix(".py"), folder / "__init__.py")
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _imported_names(name: str, path: Path) -> set[str]:
+    """Every dotted name a module imports, and the parent packages those imports run."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    statements = [
+        statement
+        for statement in tree.body
+        if name != RUNNERS or not isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    names: set[str] = set()
+    for node in (node for statement in statements for node in ast.walk(statement)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from segmentation import x` imports the module x, or a name from the package.
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    # Importing segmentation.a.b runs segmentation/a/__init__.py too.
+    return {full.rsplit(".", depth)[0] for full in names for depth in range(full.count(".") + 1)}
+
+
+def _closure(modules: tuple[str, ...]) -> set[Path]:
+    """The source files of `modules`, of the package itself, and of every package module they
+    import, transitively."""
+    files: set[Path] = set()
+    pending = [PACKAGE, *modules]
+    while pending:
+        name = pending.pop()
+        path = _module_file(name)
+        if path is None:
+            raise ValueError(f"{name}: not a module of the {PACKAGE} package")
+        if path not in files:
+            files.add(path)
+            pending += [n for n in _imported_names(name, path) if _module_file(n) is not None]
+    return files
+
+
+def code_files(modules: tuple[str, ...] | None = None) -> list[Path]:
+    """The package's files that some code runs: given modules and what they import, or all.
+
+    Parameters
+    ----------
+    modules
+        Dotted names of package modules. Their imports are followed (those inside functions
+        too, except in `RUNNERS`); the package's ``__init__.py`` always counts, and the templates
+        count when `TEMPLATES_MODULE` is reached. None: every source file and template.
+
+    Returns
+    -------
+    list of Path
+        The files, sorted.
+
+    Raises
+    ------
+    ValueError
+        If a name is not a module of the package.
+    """
+    if modules is None:
+        return [
+            p for p in sorted(PACKAGE_DIR.rglob("*")) if p.is_file() and p.suffix in {".py", ".j2"}
+        ]
+    files = _closure(modules)
+    if _module_file(TEMPLATES_MODULE) in files:
+        files |= set((PACKAGE_DIR / "templates").rglob("*.j2"))
+    return sorted(files)
+
+
 @functools.cache
-def code_fingerprint() -> str:
-    """Package version plus a hash of the package's source and templates.
+def code_fingerprint(modules: tuple[str, ...] | None = None) -> str:
+    """Package version plus a hash of the source (and templates) that some code runs.
 
     Outputs depend on the code, so a change to it must never reuse results of the old code.
+
+    Parameters
+    ----------
+    modules
+        Package modules whose code, with what they import, is hashed (see `code_files`); None
+        hashes the whole package, as the version id does.
+
+    Returns
+    -------
+    str
+        ``<package version>+<12 hex digits>``.
     """
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*")):
-        if path.is_file() and path.suffix in {".py", ".j2"}:
-            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
+    for path in code_files(modules):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
     return f"{__version__}+{digest.hexdigest()[:12]}"
 
 

@@ -244,7 +244,7 @@ def prune_versions(keep: int) -> None:
     removed = versions.prune(workspace, keep)
     latest = artifacts.latest_version(workspace.artifacts)
     if removed and latest is not None:
-        pipeline.write_index(workspace, latest)
+        versions.write_index(workspace, latest)
     console.print(
         f"removed {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}"
     )
@@ -257,7 +257,7 @@ def verify_version(version: str) -> None:
     workspace = _workspace()
     name = versions.resolve_version(workspace, version)
     console.print(f"recomputing version {name} in a scratch folder ...")
-    outcome = versions.verify(workspace, name)
+    outcome = pipeline.verify(workspace, name)
     if outcome.recomputed_version != name:
         raise VerificationError(
             f"recomputing gave version {outcome.recomputed_version}, not {name}: the code or "

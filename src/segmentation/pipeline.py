@@ -2,7 +2,8 @@
 
 A version is built in `artifacts/.staging/` and renamed into `artifacts/<version>/` only once every
 stage has finished and its manifest is written, so a complete version is never modified and a failed
-or killed run leaves no partial version behind. `latest` is switched after that.
+or killed run leaves no partial version behind. `latest` is switched after that (both through the
+version store, `versions`). Verifying a version recomputes it, so it lives here too.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import datetime as dt
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segmentation import artifacts, stages
+import yaml
+
+from segmentation import artifacts, stages, versions
 from segmentation.artifacts import Workspace
 from segmentation.config import Config, load_config
 from segmentation.dataset import RawData, ensure_raw_data
@@ -71,12 +75,12 @@ class Result:
 
 
 def stage_keys(config: Config, data_sha256: str) -> dict[str, str]:
-    """Hash what each stage depends on: its config keys, upstream keys, the data and the code."""
+    """Hash what each stage depends on: its config keys, upstream keys, the data and its code."""
     keys: dict[str, str] = {}
     for name, stage in STAGES.items():
         payload = {
             "stage": name,
-            "code": artifacts.code_fingerprint(),
+            "code": artifacts.code_fingerprint(stage.code),
             "params": stage.param_values(config),
             "upstream": {up: keys[up] for up in stage.upstream},
             "data": data_sha256 if stage.reads_data else None,
@@ -98,12 +102,6 @@ def open_run(config_path: Path, workspace: Workspace, code_root: Path | None = N
         keys=stage_keys(config, raw.sha256),
         code_root=code_root or workspace.root,
     )
-
-
-def is_complete(workspace: Workspace, version: str) -> bool:
-    return (workspace.version_dir(version) / artifacts.MANIFEST).is_file() and (
-        workspace.report_dir(version) / artifacts.REPORT
-    ).is_file()
 
 
 def _cache_entry(run: Run, stage: str) -> Path:
@@ -246,13 +244,17 @@ def _execute(
     last = max(STAGE_ORDER.index(stage) for stage in targets)
     needed = STAGE_ORDER[: last + 1]
     result = Result(version=run.version)
-    if not force and STAGE_ORDER[last] == "report" and is_complete(run.workspace, run.version):
+    if (
+        not force
+        and STAGE_ORDER[last] == "report"
+        and versions.is_complete(run.workspace, run.version)
+    ):
         for stage in needed:
             outcome = StageOutcome(stage, "reused", 0.0, "unchanged")
             result.outcomes.append(outcome)
             on_stage(outcome)
         result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
-        publish(run.workspace, run.version)
+        versions.publish(run.workspace, run.version)
         _log_run(run, result)
         return result
 
@@ -295,9 +297,9 @@ def _execute(
         else:
             manifest = _manifest(run, staging, report_staging, result.outcomes, git)
             artifacts.write_json(staging / artifacts.MANIFEST, manifest)
-            _complete(run, staging, report_staging)
+            versions.complete(run.workspace, run.version, staging, report_staging)
             result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
-            publish(run.workspace, run.version)
+            versions.publish(run.workspace, run.version)
         _log_run(run, result)
     except BaseException:
         _log_run(run, result, failed=current)
@@ -308,29 +310,44 @@ def _execute(
     return result
 
 
-def _complete(run: Run, staging: Path, report_staging: Path) -> None:
-    """Move a finished version into place: the report first, the artifacts (with manifest) last."""
-    report_dir = run.workspace.report_dir(run.version)
-    version_dir = run.folder
-    if version_dir.exists() and not is_complete(run.workspace, run.version):
-        shutil.rmtree(version_dir)  # left by an older, interrupted layout; never a complete version
-    if report_dir.exists() and not version_dir.exists():
-        shutil.rmtree(report_dir)  # a report whose version never completed
-    run.workspace.reports.mkdir(parents=True, exist_ok=True)
-    artifacts.move_into_place(report_staging, report_dir)
-    artifacts.move_into_place(staging, version_dir)
+@dataclass(frozen=True)
+class Verification:
+    version: str
+    recomputed_version: str
+    differing: list[str]
+    """Outputs whose manifest hash, bytes on disk and recomputed bytes do not all agree."""
+    checked: int
 
 
-def publish(workspace: Workspace, version: str) -> None:
-    """Point `latest` at a complete version and rewrite the page that lists every version."""
-    artifacts.point_latest(workspace.artifacts, version)
-    artifacts.point_latest(workspace.reports, version)
-    write_index(workspace, version)
-
-
-def write_index(workspace: Workspace, latest: str) -> None:
-    """Rewrite reports/index.html, the page listing every complete version."""
-    from segmentation import report, versions
-
-    page = report.render_index(versions.list_versions(workspace), latest=latest)
-    artifacts.write_text(workspace.reports / "index.html", page)
+def verify(workspace: Workspace, version: str) -> Verification:
+    """Recompute a version from its recorded config and data in a scratch folder; compare hashes."""
+    manifest = artifacts.read_json(workspace.version_dir(version) / artifacts.MANIFEST)
+    recorded = artifacts.output_hashes(workspace.version_dir(version))
+    config = manifest["config"]
+    data_path = workspace.resolve(config["data"]["path"])
+    config["data"] = {
+        "path": str(data_path.resolve()),
+        "url": None,
+        "sha256": manifest["inputs"]["data"]["sha256"],
+    }
+    with tempfile.TemporaryDirectory(prefix="segmentation-verify-") as scratch:
+        scratch_root = Path(scratch)
+        config_path = scratch_root / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        run = open_run(config_path, Workspace(scratch_root), code_root=workspace.root)
+        execute(
+            run,
+            ("report",),
+            progress=lambda _label, _total: lambda _steps: None,
+            on_stage=lambda _o: None,
+        )
+        recomputed = artifacts.output_hashes(run.folder)
+    stated: dict[str, str] = manifest["outputs"]
+    differing = sorted(
+        name
+        for name in set(stated) | set(recorded) | set(recomputed)
+        if not stated.get(name) == recorded.get(name) == recomputed.get(name)
+    )
+    return Verification(
+        version=version, recomputed_version=run.version, differing=differing, checked=len(stated)
+    )

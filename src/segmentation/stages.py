@@ -69,6 +69,10 @@ class Stage:
     outputs: tuple[str, ...]
     """Files and folders it writes, relative to the version folder (the report's go to reports/)."""
     reads_data: bool
+    code: tuple[str, ...]
+    """Package modules whose code the stage runs, hashed into its key with what they import.
+    Upstream stages' code counts through their keys, so this module (the runners) is named once,
+    by prepare."""
     run: Callable[[StageContext], str]
 
     def param_values(self, config: Config) -> dict[str, Any]:
@@ -347,6 +351,7 @@ STAGES: dict[str, Stage] = {
             upstream=(),
             outputs=(artifacts.PREPARED, artifacts.PREPARE_SUMMARY, artifacts.REJECTS),
             reads_data=True,
+            code=("segmentation.stages", "segmentation.prepare", "segmentation.dataset"),
             run=_prepare,
         ),
         Stage(
@@ -365,6 +370,7 @@ STAGES: dict[str, Stage] = {
             upstream=("prepare",),
             outputs=(artifacts.K_SELECTION,),
             reads_data=False,
+            code=("segmentation.select_k",),
             run=_select_k,
         ),
         Stage(
@@ -385,6 +391,7 @@ STAGES: dict[str, Stage] = {
                 artifacts.MODEL,
             ),
             reads_data=False,
+            code=("segmentation.cluster",),
             run=_cluster,
         ),
         Stage(
@@ -400,6 +407,7 @@ STAGES: dict[str, Stage] = {
             upstream=("prepare", "select-k", "cluster"),
             outputs=(artifacts.CHARTS,),
             reads_data=False,
+            code=("segmentation.visualize", "segmentation.images"),
             run=_visualize,
         ),
         # The report shows the whole config and the data's identity, so it depends on all of it.
@@ -420,6 +428,7 @@ STAGES: dict[str, Stage] = {
             upstream=("prepare", "select-k", "cluster", "visualize"),
             outputs=(),
             reads_data=True,
+            code=("segmentation.report",),
             run=_report,
         ),
     )

@@ -1,25 +1,100 @@
-"""Looking after versions: list them, compare two, prune old ones, and verify one by recomputing it."""
+"""The version store: which versions are complete, putting a finished one in place and publishing
+it, listing, resolving, comparing and pruning them.
+
+It never runs the pipeline (the pipeline uses it), so recomputing a version lives in `pipeline`.
+"""
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from segmentation import artifacts
 from segmentation.artifacts import Workspace
 from segmentation.errors import ConfigError, DataError
 
 
+def is_complete(workspace: Workspace, version: str) -> bool:
+    """Whether a version has its manifest and its report, the last files a build puts in place.
+
+    Parameters
+    ----------
+    workspace
+        The project folders.
+    version
+        A version id.
+
+    Returns
+    -------
+    bool
+        True when the version is complete and may be read, reused and listed.
+    """
+    return (workspace.version_dir(version) / artifacts.MANIFEST).is_file() and (
+        workspace.report_dir(version) / artifacts.REPORT
+    ).is_file()
+
+
+def complete(workspace: Workspace, version: str, staging: Path, report_staging: Path) -> None:
+    """Move a finished version into place: the report first, the artifacts (with manifest) last.
+
+    Parameters
+    ----------
+    workspace
+        The project folders.
+    version
+        The id of the version built in the staging folders.
+    staging
+        The version's artifacts, with its manifest.
+    report_staging
+        The version's report folder.
+    """
+    report_dir = workspace.report_dir(version)
+    version_dir = workspace.version_dir(version)
+    if version_dir.exists() and not is_complete(workspace, version):
+        shutil.rmtree(version_dir)  # left by an older, interrupted layout; never a complete version
+    if report_dir.exists() and not version_dir.exists():
+        shutil.rmtree(report_dir)  # a report whose version never completed
+    workspace.reports.mkdir(parents=True, exist_ok=True)
+    artifacts.move_into_place(report_staging, report_dir)
+    artifacts.move_into_place(staging, version_dir)
+
+
+def publish(workspace: Workspace, version: str) -> None:
+    """Point `latest` at a complete version and rewrite the page that lists every version.
+
+    Parameters
+    ----------
+    workspace
+        The project folders.
+    version
+        A complete version.
+    """
+    artifacts.point_latest(workspace.artifacts, version)
+    artifacts.point_latest(workspace.reports, version)
+    write_index(workspace, version)
+
+
+def write_index(workspace: Workspace, latest: str) -> None:
+    """Rewrite reports/index.html, the page listing every complete version.
+
+    Parameters
+    ----------
+    workspace
+        The project folders.
+    latest
+        The version `latest` points at, marked on the page.
+    """
+    from segmentation import report
+
+    page = report.render_index(list_versions(workspace), latest=latest)
+    artifacts.write_text(workspace.reports / "index.html", page)
+
+
 def list_versions(workspace: Workspace) -> list[dict[str, Any]]:
     """Every complete version with its headline figures, newest first."""
     import polars as pl
-
-    from segmentation.pipeline import is_complete
 
     found = []
     folder = workspace.artifacts
@@ -162,48 +237,3 @@ def _prune(workspace: Workspace, keep: int) -> list[str]:
             page.unlink()
         removed.append(version)
     return removed
-
-
-@dataclass(frozen=True)
-class Verification:
-    version: str
-    recomputed_version: str
-    differing: list[str]
-    """Outputs whose manifest hash, bytes on disk and recomputed bytes do not all agree."""
-    checked: int
-
-
-def verify(workspace: Workspace, version: str) -> Verification:
-    """Recompute a version from its recorded config and data in a scratch folder; compare hashes."""
-    from segmentation.pipeline import execute, open_run
-
-    manifest = artifacts.read_json(workspace.version_dir(version) / artifacts.MANIFEST)
-    recorded = artifacts.output_hashes(workspace.version_dir(version))
-    config = manifest["config"]
-    data_path = workspace.resolve(config["data"]["path"])
-    config["data"] = {
-        "path": str(data_path.resolve()),
-        "url": None,
-        "sha256": manifest["inputs"]["data"]["sha256"],
-    }
-    with tempfile.TemporaryDirectory(prefix="segmentation-verify-") as scratch:
-        scratch_root = Path(scratch)
-        config_path = scratch_root / "config.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        run = open_run(config_path, Workspace(scratch_root), code_root=workspace.root)
-        execute(
-            run,
-            ("report",),
-            progress=lambda _label, _total: lambda _steps: None,
-            on_stage=lambda _o: None,
-        )
-        recomputed = artifacts.output_hashes(run.folder)
-    stated: dict[str, str] = manifest["outputs"]
-    differing = sorted(
-        name
-        for name in set(stated) | set(recorded) | set(recomputed)
-        if not stated.get(name) == recorded.get(name) == recomputed.get(name)
-    )
-    return Verification(
-        version=version, recomputed_version=run.version, differing=differing, checked=len(stated)
-    )
