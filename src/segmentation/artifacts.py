@@ -260,10 +260,15 @@ def memoized_text(name: str, compute: Callable[[], str]) -> str:
     return text
 
 
-def version_id(resolved_config: dict[str, Any], data_sha256: str) -> str:
-    """A short content hash: the same config, data and code give the same id."""
-    # The data's location does not change results; its content hash does.
-    config = {**resolved_config, "data": {"sha256": data_sha256}}
+def version_id(
+    resolved_config: dict[str, Any], data_sha256: str, vocabulary_sha256: str | None = None
+) -> str:
+    """A short content hash: the same config, data, vocabulary and code give the same id."""
+    # The locations of the data and of a vocabulary file do not change results; their contents do.
+    data = {k: v for k, v in resolved_config["data"].items() if k not in ("path", "url")}
+    config = {**resolved_config, "data": {**data, "sha256": data_sha256}}
+    if vocabulary_sha256 is not None:
+        config["naming"] = {"sha256": vocabulary_sha256}
     payload = canonical_json({"config": config, "code": code_fingerprint()})
     return sha256_text(payload)[:12]
 

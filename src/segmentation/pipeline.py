@@ -23,9 +23,11 @@ import yaml
 
 from segmentation import artifacts, stages, versions
 from segmentation.artifacts import Workspace
-from segmentation.config import Config, load_config
+from segmentation.config import Config, load_config, locate
 from segmentation.dataset import RawData, ensure_raw_data
+from segmentation.errors import ConfigError
 from segmentation.stages import STAGES, Progress, StageContext
+from segmentation.vocabulary import SHIPPED, vocabulary_path
 
 STAGE_ORDER = tuple(STAGES)
 THREAD_VARIABLES = (
@@ -49,6 +51,8 @@ class Run:
     """Each stage's cache key, computed before anything runs."""
     code_root: Path
     """The checkout whose git commit is recorded (the workspace, unless verifying elsewhere)."""
+    vocabulary_sha256: str | None = None
+    """The SHA-256 of the naming vocabulary's file, when `naming` names one."""
 
     @property
     def folder(self) -> Path:
@@ -74,8 +78,11 @@ class Result:
     """Where each stage's results are, for runs that stopped before the report."""
 
 
-def stage_keys(config: Config, data_sha256: str) -> dict[str, str]:
-    """Hash what each stage depends on: its config keys, upstream keys, the data and its code."""
+def stage_keys(
+    config: Config, data_sha256: str, vocabulary_sha256: str | None = None
+) -> dict[str, str]:
+    """Hash what each stage depends on: its config keys, upstream keys, the data, the naming
+    vocabulary's content (for the stages that read `naming`) and its code."""
     keys: dict[str, str] = {}
     for name, stage in STAGES.items():
         payload = {
@@ -84,6 +91,7 @@ def stage_keys(config: Config, data_sha256: str) -> dict[str, str]:
             "params": stage.param_values(config),
             "upstream": {up: keys[up] for up in stage.upstream},
             "data": data_sha256 if stage.reads_data else None,
+            "vocabulary": vocabulary_sha256 if "naming" in stage.params else None,
         }
         keys[name] = artifacts.sha256_text(artifacts.canonical_json(payload))
     return keys
@@ -92,16 +100,31 @@ def stage_keys(config: Config, data_sha256: str) -> dict[str, str]:
 def open_run(config_path: Path, workspace: Workspace, code_root: Path | None = None) -> Run:
     """Validate the config, make sure the data is there and checked, and derive every hash."""
     config = load_config(config_path)
+    vocabulary = _vocabulary_sha256(config, config_path, workspace)
     raw = ensure_raw_data(config.data, workspace.resolve(config.data.path))
     return Run(
         config=config,
         config_path=config_path,
         workspace=workspace,
         raw=raw,
-        version=artifacts.version_id(config.resolved(), raw.sha256),
-        keys=stage_keys(config, raw.sha256),
+        version=artifacts.version_id(config.resolved(), raw.sha256, vocabulary),
+        keys=stage_keys(config, raw.sha256, vocabulary),
         code_root=code_root or workspace.root,
+        vocabulary_sha256=vocabulary,
     )
+
+
+def _vocabulary_sha256(config: Config, config_path: Path, workspace: Workspace) -> str | None:
+    """The hash of the file `naming` points at; a missing file is refused before any work."""
+    if config.naming is None:
+        return None
+    path = vocabulary_path(config.naming, workspace.root)
+    if not path.is_file():
+        raise ConfigError(
+            f"{locate(config_path, 'naming')}: naming: no vocabulary file {path}; give "
+            f"{', '.join(SHIPPED)}, null or the path of a YAML vocabulary"
+        )
+    return artifacts.sha256_file(path)
 
 
 def _cache_entry(run: Run, stage: str) -> Path:
@@ -276,6 +299,7 @@ def _execute(
             git=git,
             progress=progress,
             log=log,
+            root=run.workspace.root,
         )
         for stage in needed:
             current = stage
@@ -326,10 +350,14 @@ def verify(workspace: Workspace, version: str) -> Verification:
     config = manifest["config"]
     data_path = workspace.resolve(config["data"]["path"])
     config["data"] = {
+        **config["data"],
         "path": str(data_path.resolve()),
         "url": None,
         "sha256": manifest["inputs"]["data"]["sha256"],
     }
+    if config.get("naming") is not None and config["naming"] not in SHIPPED:
+        # The scratch folder is elsewhere: a vocabulary file is named by its absolute path.
+        config["naming"] = str(vocabulary_path(config["naming"], workspace.root).resolve())
     with tempfile.TemporaryDirectory(prefix="segmentation-verify-") as scratch:
         scratch_root = Path(scratch)
         config_path = scratch_root / "config.yaml"
