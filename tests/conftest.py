@@ -21,6 +21,18 @@ from click.testing import CliRunner, Result
 from segmentation import prepare
 from segmentation.cli import main
 from segmentation.config import Scaling
+from segmentation.schema import ColumnSpec, TableSchema
+
+ROOT = Path(__file__).resolve().parents[1]
+MALL_COLUMNS: list[dict[str, Any]] = yaml.safe_load((ROOT / "config.yaml").read_text())["columns"]
+"""The Mall schema as the shipped config.yaml declares it."""
+
+
+def mall_schema(features: Sequence[str] = ("annual_income", "spending_score")) -> TableSchema:
+    """The shipped Mall schema with the given features."""
+    return TableSchema(
+        columns=tuple(ColumnSpec.model_validate(c) for c in MALL_COLUMNS), features=tuple(features)
+    )
 
 # Well-separated groups in (annual_income, spending_score); sizes differ so that the canonical ids
 # (largest segment first) are known in advance.
@@ -113,10 +125,12 @@ class Featurized:
 
     customers: pl.DataFrame
     features: tuple[str, ...]
+    schema: TableSchema
     unscaled: np.ndarray
     scaler: prepare.Scaler
     matrix: np.ndarray
     population: dict[str, dict[str, float]]
+    category_shares: dict[str, dict[str, float]]
 
 
 def _featurize(
@@ -124,23 +138,19 @@ def _featurize(
     features: tuple[str, ...] = ("annual_income", "spending_score"),
     scaling: Scaling = Scaling.STANDARD,
 ) -> Featurized:
-    unscaled = prepare.unscaled_matrix(customers, features)
-    scaler = prepare.fit_scaler(unscaled, prepare.feature_columns(features), scaling)
-    prepared = prepare.Prepared(
-        customers=customers,
-        rejects=pl.DataFrame(
-            schema={"source_line": pl.Int64, "customer_id": pl.String, "reason": pl.String}
-        ),
-        blank_lines=0,
-    )
-    summary = prepare.summarise(prepared, scaler, features)
+    schema = mall_schema(features)
+    schema = schema.model_copy(update={"categories": {"gender": ("Female", "Male")}})
+    unscaled = prepare.unscaled_matrix(customers, schema)
+    scaler = prepare.fit_scaler(unscaled, schema, scaling)
     return Featurized(
         customers=customers,
         features=features,
+        schema=schema,
         unscaled=unscaled,
         scaler=scaler,
         matrix=scaler.transform(unscaled),
-        population=summary["population"],
+        population=prepare.population(customers, schema),
+        category_shares=prepare.category_shares(customers, schema),
     )
 
 
@@ -157,7 +167,9 @@ def _make_project(
     _write_csv(customers, root / "data" / "customers.csv")
     config: dict[str, Any] = {
         "data": {"path": "data/customers.csv", "url": None, "sha256": None},
+        "columns": MALL_COLUMNS,
         "features": ["annual_income", "spending_score"],
+        "naming": "mall",
         # Few gap references and resamples: enough to exercise them, quick in every run.
         "select_k": {"k_min": 2, "k_max": 6, "gap_references": 5, "bootstrap": 5},
         "cluster": {"n_init": 4},
