@@ -123,7 +123,12 @@ def _profile_bars(
                 "everyone_width": max(0.0, min(100.0, 100 * (population["mean"] - low) / span)),
             }
         )
-    shares = profiles.filter(pl.col("segment_id") == segment["segment_id"])
+    # A table without categorical columns has an empty profiles.csv, read back with text columns.
+    shares = (
+        profiles.filter(pl.col("segment_id") == segment["segment_id"])
+        if profiles.height
+        else profiles
+    )
     for column, category, value, everyone in shares.select(
         "column", "category", "value", "everyone"
     ).iter_rows():
