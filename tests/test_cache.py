@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from segmentation import artifacts
 from segmentation.cli import main
-from segmentation.config import Config
+from segmentation.config import Config, load_config
 from segmentation.pipeline import stage_keys
 from segmentation.stages import STAGES
 
@@ -30,6 +30,8 @@ REPORT = frozenset({"report"})
 STAGE_LINE = re.compile(r"^\S (\S+)\s+(ran|reused)\s+\d+\.\d+ s", re.M)
 
 WriteVariant = Callable[[Path, str, dict[str, Any]], Path]
+SHIPPED = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+"""The shipped config.yaml: the Mall schema and every default."""
 
 
 def invoke(*args: str) -> Result:
@@ -63,6 +65,13 @@ INVALIDATION = [
     ("data.path", "elsewhere/customers.csv", REPORT),
     ("data.url", "https://example.org/customers.csv", REPORT),
     ("data.sha256", None, REPORT),
+    ("data.as_of", "2024-06-30", ALL),
+    (
+        "columns",
+        [*SHIPPED.resolved()["columns"][:3], {"name": "annual_income", "type": "numeric"}],
+        ALL,
+    ),
+    ("naming", None, FROM_CLUSTER),
     ("features", ["age", "annual_income"], ALL),
     ("scaling", "minmax", ALL),
     ("prepare.on_invalid", "drop", ALL),
@@ -72,6 +81,7 @@ INVALIDATION = [
     ("select_k.gap_references", 30, FROM_SELECT_K),
     ("select_k.bootstrap", 80, FROM_SELECT_K),
     ("select_k.sample_size", 8000, FROM_SELECT_K),
+    ("select_k.min_segment_share", 0.05, FROM_SELECT_K),
     ("cluster.k", 4, FROM_SELECT_K),
     ("cluster.algorithm", "minibatch", FROM_CLUSTER),
     ("cluster.n_init", 5, FROM_SELECT_K),
@@ -97,7 +107,7 @@ def leaf_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def with_value(key: str, value: Any) -> Config:
-    resolved = Config().resolved()
+    resolved = SHIPPED.resolved()
     *sections, leaf = key.split(".")
     node = resolved
     for section in sections:
@@ -111,7 +121,7 @@ def changed_stages(before: dict[str, str], after: dict[str, str]) -> set[str]:
 
 
 def test_the_invalidation_table_covers_every_config_key() -> None:
-    assert {key for key, _, _ in INVALIDATION} == leaf_keys(Config().resolved())
+    assert {key for key, _, _ in INVALIDATION} == leaf_keys(SHIPPED.resolved())
 
 
 @pytest.mark.parametrize(
@@ -121,14 +131,19 @@ def test_a_config_key_invalidates_exactly_the_stages_that_depend_on_it(
     key: str, value: Any, expected: frozenset[str]
 ) -> None:
     config = with_value(key, value)
-    assert config.resolved() != Config().resolved(), "the new value must be a change"
-    before = stage_keys(Config(), DATA_SHA)
+    assert config.resolved() != SHIPPED.resolved(), "the new value must be a change"
+    before = stage_keys(SHIPPED, DATA_SHA)
     assert changed_stages(before, stage_keys(config, DATA_SHA)) == expected
 
 
+def test_another_vocabulary_invalidates_cluster_onward() -> None:
+    before = stage_keys(SHIPPED, DATA_SHA, "c" * 64)
+    assert changed_stages(before, stage_keys(SHIPPED, DATA_SHA, "d" * 64)) == FROM_CLUSTER
+
+
 def test_other_data_invalidates_every_stage() -> None:
-    before = stage_keys(Config(), DATA_SHA)
-    assert changed_stages(before, stage_keys(Config(), "b" * 64)) == ALL
+    before = stage_keys(SHIPPED, DATA_SHA)
+    assert changed_stages(before, stage_keys(SHIPPED, "b" * 64)) == ALL
 
 
 # --- which stages a code change invalidates (no runs) --------------------------------------------
@@ -211,7 +226,7 @@ def keys_with_package(folder: Path) -> dict[str, str]:
         patch.setattr(artifacts, "PACKAGE_DIR", folder)
         artifacts.code_fingerprint.cache_clear()
         try:
-            return stage_keys(Config(), DATA_SHA)
+            return stage_keys(SHIPPED, DATA_SHA)
         finally:
             artifacts.code_fingerprint.cache_clear()  # forget the copy's fingerprints
 
@@ -239,7 +254,7 @@ def test_a_code_change_invalidates_exactly_the_stages_that_run_it(
 ) -> None:
     package = Path(shutil.copytree(artifacts.PACKAGE_DIR, tmp_path / "segmentation"))
     before = keys_with_package(package)
-    assert before == stage_keys(Config(), DATA_SHA), "keys do not depend on the folder"
+    assert before == stage_keys(SHIPPED, DATA_SHA), "keys do not depend on the folder"
     with (package / edited).open("a", encoding="utf-8") as source:
         source.write("\n# an edit\n" if edited.endswith(".py") else "\n{# an edit #}\n")
     assert changed_stages(before, keys_with_package(package)) == expected
@@ -307,7 +322,7 @@ def test_reused_results_are_the_same_files(versioned_project: VersionedProject) 
     a = manifest(versioned_project.root, versioned_project.a)["outputs"]
     b = manifest(versioned_project.root, versioned_project.b)["outputs"]
     upstream = [name for name in a if not name.startswith("charts/")]
-    assert len(upstream) == 8
+    assert len(upstream) == 9
     assert {name: b[name] for name in upstream} == {name: a[name] for name in upstream}
     assert a["charts/elbow.png"] != b["charts/elbow.png"]
 

@@ -16,8 +16,9 @@ from sklearn.metrics import silhouette_samples
 
 from segmentation.config import ClusterConfig
 from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
+from segmentation.measures import feature_value, measure
 from segmentation.model import KMeansState, ScalerState, SegmentEntry, SegmentModel
-from segmentation.prepare import Scaler, feature_value, measure
+from segmentation.prepare import Scaler
 from segmentation.schema import CATEGORY_SEPARATOR, ID, ColumnSpec, TableSchema
 from segmentation.vocabulary import CategoryPhrases, Vocabulary
 

@@ -24,6 +24,7 @@ from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
 from segmentation.config import Scaling
 from segmentation.errors import ConfigError, DataError
+from segmentation.measures import feature_value, measure
 from segmentation.reading import detect_separator
 from segmentation.schema import (
     CATEGORY_SEPARATOR,
@@ -399,17 +400,26 @@ def _expression(
     return values
 
 
+def _number(value: float) -> str:
+    """A bound as people write it: 120, 0.5, 1,000,000 (not 1e+06)."""
+    return f"{value:,.10g}"
+
+
 def _check_words(column: ColumnSpec) -> dict[str, str]:
     """How each pandera check on the column reads when a value fails it."""
     low, high = column.min, column.max
     return {
-        "in_range": f"is outside {low:g}-{high:g}" if low is not None and high is not None else "",
+        "in_range": f"is outside {_number(low)}-{_number(high)}"
+        if low is not None and high is not None
+        else "",
         "greater_than_or_equal_to": "must not be negative"
         if low == 0
-        else f"is below the minimum {low:g}"
+        else f"is below the minimum {_number(low)}"
         if low is not None
         else "",
-        "less_than_or_equal_to": f"is above the maximum {high:g}" if high is not None else "",
+        "less_than_or_equal_to": f"is above the maximum {_number(high)}"
+        if high is not None
+        else "",
         "isin": f"must be one of {', '.join(column.categories or ())}",
         "field_uniqueness": "appears more than once",
         "not_nullable": "is missing",
@@ -804,30 +814,6 @@ def _refuse_constant_features(customers: pl.DataFrame, schema: TableSchema, sour
 # --- the feature matrix ---------------------------------------------------------------------------
 
 
-def measure(column: ColumnSpec, schema: TableSchema) -> pl.Expr:
-    """A numeric or date column as a number: dates as days before `schema.as_of`."""
-    if column.type == "date":
-        reference = dt.date.fromisoformat(schema.as_of or "1970-01-01")
-        return (
-            (pl.lit(reference) - pl.col(column.name))
-            .dt.total_days()
-            .cast(pl.Float64)
-            .alias(column.name)
-        )
-    return pl.col(column.name).cast(pl.Float64)
-
-
-def feature_value(column: ColumnSpec, schema: TableSchema) -> pl.Expr:
-    """A numeric or date feature as K-Means sees it before scaling: clipped, then transformed."""
-    value = measure(column, schema)
-    if column.name in schema.clip_bounds:
-        low, high = schema.clip_bounds[column.name]
-        value = value.clip(low, high)
-    if column.transform == "log1p":
-        value = value.log1p()
-    return value.alias(column.name)
-
-
 def unscaled_matrix(customers: pl.DataFrame, schema: TableSchema) -> np.ndarray:
     """The feature matrix before scaling: one column per numeric or date feature, one indicator per
     category of a categorical feature (`schema.matrix_columns`)."""
@@ -946,11 +932,11 @@ def _check_lines(schema: TableSchema) -> list[str]:
     for column in schema.columns:
         if column.type == "numeric":
             bounds = (
-                f" in {column.min:g}-{column.max:g}"
+                f" in {_number(column.min)}-{_number(column.max)}"
                 if column.min is not None and column.max is not None
-                else f" of at least {column.min:g}"
+                else f" of at least {_number(column.min)}"
                 if column.min is not None
-                else f" of at most {column.max:g}"
+                else f" of at most {_number(column.max)}"
                 if column.max is not None
                 else ""
             )

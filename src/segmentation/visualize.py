@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA
 
 from segmentation import images
 from segmentation.config import VisualizeConfig
-from segmentation.prepare import measure
+from segmentation.measures import measure
 from segmentation.schema import ID, TableSchema
 from segmentation.select_k import stability_class
 
