@@ -14,7 +14,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 import yaml
@@ -305,8 +305,9 @@ def _parsed(values: pl.Series, fmt: str) -> pl.Series:
 
 def _reads_all(values: pl.Series, fmt: str) -> bool:
     parsed = _parsed(values, fmt)
+    earliest = parsed.dt.year().min()
     # Polars reads `24` as the year 24 with %Y: two-digit years must not pass as dates.
-    return parsed.null_count() == 0 and bool(parsed.dt.year().min() >= 1000)  # type: ignore[operator]
+    return parsed.null_count() == 0 and isinstance(earliest, int) and earliest >= 1000
 
 
 def _day_month_swapped(fmt: str) -> str | None:
@@ -400,25 +401,26 @@ def _numeric_or_codes(header: str, numbers: pl.Series) -> Column:
         reason = f"categorical (integer codes, {distinct}){missing}"
         return Column("", header, "categorical", reason, missing=policy)
     policy, missing = _missing_policy(numbers, "numeric")
-    low, high = float(present.min()), float(present.max())  # type: ignore[arg-type]
+    # Float64 values, none missing: their minimum and maximum are floats.
+    low, high = cast(float, present.min()), cast(float, present.max())
     stated = header_range(header)
     bounds = stated if stated and stated[0] <= low and high <= stated[1] else None
     skewness = present.skew()
-    skewness = float(skewness) if isinstance(skewness, int | float) else float("nan")
-    log1p = low >= 0 and skewness > LOG1P_MIN_SKEWNESS
-    details = "numeric"
-    if bounds:
-        details += f", {_number_text(bounds[0])} to {_number_text(bounds[1])} as the header says"
+    log1p = low >= 0 and isinstance(skewness, float) and skewness > LOG1P_MIN_SKEWNESS
+    notes = ["numeric"]
+    if stated:
+        words = "as the header says" if bounds else "the header's range, but values fall outside"
+        notes.append(f"{_number_text(stated[0])} to {_number_text(stated[1])} {words}")
     if log1p:
-        details += f", log1p (skewness {skewness:.2f}; min 0, as log1p needs)"
+        notes.append(f"log1p (skewness {skewness:.2f}; min 0, as log1p needs)")
     not_proposed = _not_proposed(header, present)
+    if not_proposed:
+        missing += f"; not proposed as a feature: {not_proposed}"
     return Column(
         "",
         header,
         "numeric",
-        details
-        + missing
-        + (f"; not proposed as a feature: {not_proposed}" if not_proposed else ""),
+        ", ".join(notes) + missing,
         min=bounds[0] if bounds else (0 if log1p else None),
         max=bounds[1] if bounds else None,
         unit=header_unit(header),
@@ -446,10 +448,10 @@ def _number_text(value: float) -> str:
     return f"{value:g}"
 
 
-def _clean_header(header: str) -> str:
-    """A header on one line: control characters and runs of spaces as one space. Headers are
-    matched ignoring everything but letters and digits, so the source still matches."""
-    return " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", header).split())
+def _one_line(text: str) -> str:
+    """Text on one line: control characters and runs of spaces as one space. Headers are
+    matched ignoring everything but letters and digits, so a header cleaned so still matches."""
+    return " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", text).split())
 
 
 def _id_column(frame: pl.DataFrame) -> str | None:
@@ -488,13 +490,13 @@ def infer_columns(frame: pl.DataFrame) -> Inference:
     classified: list[Column] = []
     decisions: list[str] = []
     for header in frame.columns:
-        shown = _clean_header(header)
+        shown = _one_line(header)
         values = _trimmed(frame[header])
         column = _declared(shown, values, is_id=header == id_header)
         if isinstance(column, str):
             decisions.append(f"{shown or '(no header)'}: {column}")
         else:
-            decisions.append(f"{shown}: {column.reason}")
+            decisions.append(_one_line(f"{shown}: {column.reason}"))
             classified.append(column)
     columns = _named(classified)
     if id_header is None:
@@ -562,10 +564,6 @@ def yaml_value(value: Any) -> str:
         value, default_flow_style=True, sort_keys=False, allow_unicode=True, width=float("inf")
     )
     return text.removesuffix("\n...\n").rstrip("\n")
-
-
-def _comment(text: str) -> str:
-    return "# " + _clean_header(text)
 
 
 _COLUMN_KEYS = """\
@@ -669,7 +667,7 @@ def render_config(inference: Inference, data_path: str, title: str) -> str:
         "columns:",
     ]
     for column in inference.columns:
-        lines.append("  " + _comment(f"{column.source}: {column.reason}"))
+        lines.append("  # " + _one_line(f"{column.source}: {column.reason}"))
         lines.append(f"  - {yaml_value(column.entry())}")
     lines += [
         "",
