@@ -204,6 +204,23 @@ def test_constant_and_empty_columns(tmp_path: Path) -> None:
     assert inference.features == ("spend",)
 
 
+def test_semicolons_and_old_mac_line_endings(tmp_path: Path) -> None:
+    path = tmp_path / "old.csv"
+    rows = [f"{row};{row * 3.5}" for row in range(1, 13)]
+    path.write_bytes(("Score (1-10);Spend\r" + "\r".join(rows) + "\r").encode())
+
+    inference = infer.infer_columns(infer.read_table(path))
+
+    # Twelve scores run past the header's range: it is noted, not written as min and max.
+    assert entries(inference)["score"] == {
+        "name": "score",
+        "source": "Score (1-10)",
+        "type": "numeric",
+    }
+    assert "values fall outside" in reason(inference, "score")
+    assert inference.features == ("score", "spend")
+
+
 # --- dates ----------------------------------------------------------------------------------------
 
 
