@@ -340,11 +340,9 @@ def is_code(numbers: pl.Series) -> bool:
     return distinct <= CODE_MAX_DISTINCT and distinct * CODE_MIN_ROWS_PER_VALUE <= present.len()
 
 
-def _trimmed(values: pl.Series) -> pl.Series:
+def _trimmed(frame: pl.DataFrame) -> pl.DataFrame:
     """Text trimmed, with empty cells as missing values; other types as they are."""
-    if values.dtype != pl.String:
-        return values
-    return values.str.strip_chars().replace("", None)
+    return frame.with_columns(pl.col(pl.String).str.strip_chars().replace("", None))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -457,7 +455,7 @@ def _one_line(text: str) -> str:
 def _id_column(frame: pl.DataFrame) -> str | None:
     """The first column whose header looks like an id and whose values are unique in every row."""
     for header in frame.columns:
-        values = _trimmed(frame[header])
+        values = frame[header]
         readable = values.dtype == pl.String or values.dtype.is_integer()
         complete = values.null_count() == 0
         if looks_like_id(header) and readable and complete and values.n_unique() == values.len():
@@ -486,13 +484,13 @@ def infer_columns(frame: pl.DataFrame) -> Inference:
     Inference
         The column entries, the proposed features and every decision in words.
     """
+    frame = _trimmed(frame)
     id_header = _id_column(frame)
     classified: list[Column] = []
     decisions: list[str] = []
     for header in frame.columns:
         shown = _one_line(header)
-        values = _trimmed(frame[header])
-        column = _declared(shown, values, is_id=header == id_header)
+        column = _declared(shown, frame[header], is_id=header == id_header)
         if isinstance(column, str):
             decisions.append(f"{shown or '(no header)'}: {column}")
         else:
