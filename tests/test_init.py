@@ -221,6 +221,16 @@ def test_semicolons_and_old_mac_line_endings(tmp_path: Path) -> None:
     assert inference.features == ("score", "spend")
 
 
+def test_one_column_suggests_another_delimiter(tmp_path: Path) -> None:
+    path = tmp_path / "spaced.txt"
+    path.write_text("id date amount\n1 19970101 11.77\n2 19970112 12.00\n", encoding="utf-8")
+
+    inference = infer.infer_columns(infer.read_table(path))
+
+    assert len(inference.columns) == 1
+    assert any(decision.startswith("only one column") for decision in inference.decisions)
+
+
 # --- dates ----------------------------------------------------------------------------------------
 
 

@@ -497,6 +497,8 @@ def infer_columns(frame: pl.DataFrame) -> Inference:
             decisions.append(_one_line(f"{shown}: {column.reason}"))
             classified.append(column)
     columns = _named(classified)
+    if frame.width == 1:
+        decisions.append("only one column: if there should be more, use , ; tab or | between them")
     if id_header is None:
         decisions.append("no id column: customers will be numbered by data row")
     features = tuple(column.name for column in columns if column.proposed)
