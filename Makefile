@@ -33,6 +33,17 @@ venv: $(RUNTIME_STAMP) ## Create .venv from the runtime lock
 dev: $(DEV_STAMP) ## Create .venv with the development tools too
 
 ## Pipeline (CONFIG=config.yaml by default)
+# `make init` needs the data file; say so before building anything.
+ifneq ($(filter init,$(MAKECMDGOALS)),)
+ifeq ($(strip $(DATA)),)
+$(error init: pass the data file: make init DATA=path/to/customers.csv [OUTPUT=file.yaml] [FORCE=1])
+endif
+endif
+
+.PHONY: init
+init: $(RUNTIME_STAMP) ## Write a commented config for your own table: make init DATA=file.csv [OUTPUT=file.yaml] [FORCE=1]
+	$(SEGMENT) init "$(DATA)" $(if $(OUTPUT),--output "$(OUTPUT)") $(if $(FORCE),--force)
+
 .PHONY: all
 all: $(RUNTIME_STAMP) ## Run every stage on CONFIG and print where the report is
 	$(SEGMENT) run --config $(CONFIG)

@@ -312,3 +312,37 @@ def assign(input_path: Path, output_path: Path, model_path: Path) -> None:
     artifacts.write_csv(output_path, labelled)
     counts = labelled["segment_name"].n_unique()
     console.print(f"labelled {labelled.height} customers into {counts} segment(s): {output_path}")
+
+
+@main.command(name="init")
+@click.argument("data_file", type=click.Path(path_type=Path))
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The config to write.  [default: <data file stem>.yaml in this folder]",
+)
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+def init(data_file: Path, output_path: Path | None, force: bool) -> None:
+    """Write a commented config for your own table (CSV or Parquet): each column's type inferred."""
+    from segmentation import infer
+
+    output = output_path if output_path is not None else Path(f"{data_file.stem}.yaml")
+    if output.exists() and output.resolve() == data_file.resolve():
+        raise ConfigError(f"{output}: that is the data file; pass --output another file")
+    if output.exists() and not force:
+        raise ConfigError(
+            f"{output}: already exists; pass --force to overwrite it, or --output another file"
+        )
+    inference = infer.infer_columns(infer.read_table(data_file))
+    for decision in inference.decisions:
+        console.print(escape(decision), soft_wrap=True)
+    # data.path is relative to the project root, the folder `make` runs in: this one.
+    data_path = _shown(data_file) if data_file.is_absolute() else data_file
+    text = infer.render_config(
+        inference, data_path.as_posix(), title=f"Customer segments: {data_file.stem}"
+    )
+    artifacts.write_text(output, text)
+    click.echo(f"Config: {output}")
+    click.echo(f"next: edit it, then make all CONFIG={output}")
