@@ -28,6 +28,7 @@ CHART_NAMES = (
     "silhouette",
     "segments",
     "profiles",
+    "categories",
     "sizes",
 )
 HEADER = "customer_id,gender,age,annual_income,spending_score"
@@ -181,6 +182,7 @@ def test_k_selection_scores_every_candidate(project: Project) -> None:
             "gap",
             "gap_se",
             "stability",
+            "smallest_share",
         }
 
 
@@ -459,7 +461,7 @@ def test_data_values_that_look_like_markup_do_not_crash_the_error_line(
     make_project(workdir, pl.concat([blobs3, bad]))
     result = invoke("prepare")
     assert result.exit_code == 3
-    assert "gender [/] must be Female or Male" in result.stderr
+    assert "gender [/] must be one of Female, Male" in result.stderr
 
 
 def test_error_lines_show_square_brackets_as_written(
@@ -472,4 +474,4 @@ def test_error_lines_show_square_brackets_as_written(
     )
     result = invoke("prepare")
     assert result.exit_code == 3
-    assert "found CustomerID, Gender, Age, Annual Income [k$];" in result.stderr
+    assert "the file has CustomerID, Gender, Age, Annual Income [k$];" in result.stderr

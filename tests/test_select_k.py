@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -183,6 +184,7 @@ def test_selection_lists_every_candidate_with_its_scores() -> None:
         "gap": None,
         "gap_se": None,
         "stability": None,
+        "smallest_share": None,
     }
 
 
@@ -211,3 +213,55 @@ def test_k_up_to_one_below_the_distinct_points_is_allowed() -> None:
 )
 def test_sweep_range_includes_a_fixed_k(fixed: int | None, expected: list[int]) -> None:
     assert list(sweep_range(SelectKConfig(k_min=3, k_max=5), ClusterConfig(k=fixed))) == expected
+
+
+# --- small segments (select_k.min_segment_share) -------------------------------------------------
+
+
+def with_smallest_shares(scored: list[Candidate], shares: list[float]) -> list[Candidate]:
+    """The candidates with the given smallest-segment share for k=2, 3, ..."""
+    return [
+        scored[0],
+        *(replace(c, smallest_share=s) for c, s in zip(scored[1:], shares, strict=True)),
+    ]
+
+
+def test_no_rule_chooses_a_k_with_a_segment_below_the_minimum_share() -> None:
+    # Silhouette prefers k=5, whose smallest segment holds 1% of the customers.
+    scored = with_smallest_shares(KNEE_AT_3, [0.4, 0.3, 0.2, 0.01, 0.01, 0.01])
+    selection = choose_k(scored, KRule.SILHOUETTE, None, min_segment_share=0.02)
+    assert selection["chosen_k"] == 4
+    assert all(k not in (5, 6, 7) for k in selection["choices"].values())
+    assert [entry["k"] for entry in selection["passed_over"]] == [5, 6, 7]
+    assert selection["passed_over"][0]["smallest_share"] == 0.01
+    assert any("k=5 (1.0%)" in note for note in selection["notes"])
+
+
+def test_every_rule_respects_the_minimum_share() -> None:
+    scored = with_smallest_shares(KNEE_AT_3, [0.4, 0.01, 0.2, 0.2, 0.2, 0.2])
+    for rule in KRule:
+        selection = choose_k(scored, rule, None, min_segment_share=0.02)
+        assert selection["chosen_k"] != 3, rule
+        assert selection["choices"]["elbow"] is None  # its knee (k=3) was passed over
+
+
+def test_a_minimum_share_no_k_meets_is_refused_naming_the_key() -> None:
+    scored = with_smallest_shares(KNEE_AT_3, [0.01] * 6)
+    with pytest.raises(ConfigError, match=r"^select_k\.min_segment_share: every k from 2 to 7"):
+        choose_k(scored, KRule.SILHOUETTE, None, min_segment_share=0.02)
+
+
+def test_a_fixed_k_is_kept_and_its_small_segment_noted() -> None:
+    scored = with_smallest_shares(KNEE_AT_3, [0.4, 0.3, 0.2, 0.01, 0.01, 0.01])
+    selection = choose_k(scored, KRule.SILHOUETTE, 5, min_segment_share=0.02)
+    assert selection["chosen_k"] == 5
+    assert any("k=5 has a segment below" in note for note in selection["notes"])
+
+
+def test_the_sweep_records_each_k_smallest_segment_share(
+    featurize: Callable[..., Any], make_blobs: Callable[..., pl.DataFrame]
+) -> None:
+    # 100 customers in one group, 2 far away: k=2 isolates the two (2% of 102).
+    customers = make_blobs(((20.0, 20.0), (90.0, 90.0)), (100, 2))
+    scored, _ = sweep(featurize(customers).matrix, range(2, 4), FAST)
+    assert scored[1].smallest_share == pytest.approx(2 / 102)

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from segmentation import versions
 from segmentation.artifacts import Workspace, version_id
 from segmentation.cli import main
-from segmentation.config import Config
+from segmentation.config import Config, load_config
 
 if TYPE_CHECKING:
     from conftest import VersionedProject
@@ -52,28 +52,32 @@ def built_version(result: Result) -> str:
 # --- version ids (no runs) ----------------------------------------------------------------------
 
 
+SHIPPED = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
+"""The shipped config.yaml: the Mall schema and every default."""
+
+
 def with_values(**changes: dict[str, Any]) -> Config:
-    resolved = Config().resolved()
+    resolved = SHIPPED.resolved()
     for section, values in changes.items():
         resolved[section] = {**resolved[section], **values}
     return Config.model_validate(resolved)
 
 
 def test_the_version_id_is_a_short_hash() -> None:
-    assert re.fullmatch(r"[0-9a-f]{12}", version_id(Config().resolved(), DATA_SHA))
+    assert re.fullmatch(r"[0-9a-f]{12}", version_id(SHIPPED.resolved(), DATA_SHA))
 
 
 def test_the_same_config_and_data_give_the_same_version_id() -> None:
-    assert version_id(Config().resolved(), DATA_SHA) == version_id(Config().resolved(), DATA_SHA)
+    assert version_id(SHIPPED.resolved(), DATA_SHA) == version_id(SHIPPED.resolved(), DATA_SHA)
 
 
 def test_the_version_id_ignores_where_the_data_comes_from() -> None:
     moved = with_values(data={"path": "elsewhere/customers.csv", "url": None, "sha256": None})
-    assert version_id(moved.resolved(), DATA_SHA) == version_id(Config().resolved(), DATA_SHA)
+    assert version_id(moved.resolved(), DATA_SHA) == version_id(SHIPPED.resolved(), DATA_SHA)
 
 
 def test_other_data_gives_another_version_id() -> None:
-    assert version_id(Config().resolved(), "b" * 64) != version_id(Config().resolved(), DATA_SHA)
+    assert version_id(SHIPPED.resolved(), "b" * 64) != version_id(SHIPPED.resolved(), DATA_SHA)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +92,7 @@ def test_other_data_gives_another_version_id() -> None:
 )
 def test_a_config_change_gives_another_version_id(changes: dict[str, dict[str, Any]]) -> None:
     changed = with_values(**changes)
-    assert version_id(changed.resolved(), DATA_SHA) != version_id(Config().resolved(), DATA_SHA)
+    assert version_id(changed.resolved(), DATA_SHA) != version_id(SHIPPED.resolved(), DATA_SHA)
 
 
 # --- the same config in another folder ----------------------------------------------------------
