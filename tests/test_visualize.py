@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,7 +16,9 @@ from altair.vegalite.v6.schema import load_schema
 from segmentation import visualize
 from segmentation.cluster import segment_customers
 from segmentation.config import ClusterConfig, KRule, VisualizeConfig
+from segmentation.schema import ColumnSpec, TableSchema
 from segmentation.select_k import choose_k, sweep
+from segmentation.vocabulary import load_vocabulary
 
 FAST = ClusterConfig(n_init=4)
 SIZE = VisualizeConfig(width=200, height=150, png_scale=1.0)
@@ -30,20 +33,26 @@ class Run:
     segments: pl.DataFrame
     assignments: pl.DataFrame
     model: dict[str, Any]
+    schema: TableSchema
+    profiles: pl.DataFrame
+    population: dict[str, dict[str, float]]
 
 
 def _run(featurize: Callable[..., Any], customers: pl.DataFrame, features: tuple[str, ...]) -> Run:
     bundle = featurize(customers, features)
     selection = choose_k(sweep(bundle.matrix, range(2, 7), FAST)[0], KRule.SILHOUETTE, None)
+    known = {c.name for c in bundle.schema.columns if c.type != "id"}
     result = segment_customers(
         customers,
         bundle.matrix,
         bundle.unscaled,
         bundle.scaler,
-        features,
+        bundle.schema,
         selection["chosen_k"],
         FAST,
         bundle.population,
+        bundle.category_shares,
+        vocabulary=load_vocabulary("mall", Path(), known),
     )
     # The charts read these back from JSON files: give them JSON-shaped data.
     return Run(
@@ -52,7 +61,10 @@ def _run(featurize: Callable[..., Any], customers: pl.DataFrame, features: tuple
         selection=json.loads(json.dumps(selection)),
         segments=result.segments,
         assignments=result.assignments,
-        model=json.loads(json.dumps(result.model)),
+        model=json.loads(json.dumps(result.model.to_json())),
+        schema=bundle.schema,
+        profiles=result.profiles,
+        population=bundle.population,
     )
 
 
@@ -69,7 +81,14 @@ def elbow(run2: Run) -> visualize.RenderedChart:
 
 def scatter(run: Run) -> dict[str, Any]:
     chart = visualize.scatter_chart(
-        run.customers, run.assignments, run.segments, run.model, run.matrix, SIZE, seed=42
+        run.customers,
+        run.assignments,
+        run.segments,
+        run.model,
+        run.matrix,
+        run.schema,
+        SIZE,
+        seed=42,
     )
     spec: dict[str, Any] = chart.to_dict()
     return spec
@@ -168,11 +187,42 @@ def test_silhouette_chart_keeps_each_segments_share_when_bounded(run2: Run) -> N
     assert shown == pytest.approx([n * len(rows) / run2.assignments.height for n in full], abs=2)
 
 
-def test_profile_chart_has_a_cell_per_segment_and_column(run2: Run) -> None:
-    population = {
-        c: {"mean": float(run2.customers[c].mean()), "std": float(run2.customers[c].std())}
-        for c in ("age", "annual_income", "spending_score")
-    }
-    spec = visualize.profile_chart(run2.segments, population, 0.5, SIZE).to_dict()
+def test_profile_chart_has_a_cell_per_segment_and_numeric_column(run2: Run) -> None:
+    spec = visualize.profile_chart(run2.segments, run2.population, run2.schema, SIZE).to_dict()
     (cells,) = spec["datasets"].values()
-    assert len(cells) == 4 * run2.segments.height
+    assert len(cells) == 3 * run2.segments.height
+    # Clustered columns first, titled by their declared labels and units.
+    assert [c["column"] for c in cells[:3]] == [
+        "Annual income (k$)",
+        "Spending score (1-100)",
+        "Age (years)",
+    ]
+
+
+def test_categories_chart_draws_each_segments_share_beside_everyones(run2: Run) -> None:
+    spec = visualize.categories_chart(run2.profiles, run2.segments, run2.schema, SIZE).to_dict()
+    (rows,) = spec["datasets"].values()
+    assert {row["category"] for row in rows} == {"Female", "Male"}
+    assert {row["column"] for row in rows} == {"Gender"}
+    assert len(rows) == 2 * run2.segments.height
+    female = run2.customers["gender"].eq("Female").mean()
+    assert all(
+        row["everyone"] == pytest.approx(female) for row in rows if row["category"] == "Female"
+    )
+
+
+def test_pairwise_shows_at_most_five_columns_those_that_separate_most() -> None:
+    names = [f"x{i}" for i in range(8)]
+    schema = TableSchema(
+        columns=tuple(ColumnSpec(name=n, type="numeric") for n in names), features=tuple(names)
+    )
+    # Segment means spread by i: the last five columns separate the segments most.
+    segments = pl.DataFrame({f"mean_{n}": [0.0, float(i)] for i, n in enumerate(names)})
+    population = {n: {"std": 1.0} for n in names}
+    assert visualize.pairwise_columns(segments, population, schema) == names[3:]
+
+
+def test_axes_are_titled_by_label_and_unit(run2: Run) -> None:
+    dots = scatter(run2)["layer"][0]["encoding"]
+    assert dots["x"]["title"] == "Annual income (k$)"
+    assert dots["y"]["title"] == "Spending score (1-100)"
