@@ -295,8 +295,8 @@ def distinguishing_traits(
             scored.append(
                 (
                     abs(z),
-                    f"{column.title} {_number(profile[f'median_{column.name}'][row])}{unit} "
-                    f"(median; all customers {_number(population[column.name]['median'])})",
+                    f"{column.title}: median {_number(profile[f'median_{column.name}'][row])}{unit} "
+                    f"(all customers {_number(population[column.name]['median'])})",
                 )
             )
         for column, category, value, everyone in (

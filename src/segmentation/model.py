@@ -97,6 +97,8 @@ def load_model(path: Path, data: Any) -> SegmentModel:
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
+        problem = str(error["msg"]).removeprefix("Value error, ")
         raise DataError(
-            f"{path}: a damaged model ({key}: {error['msg']}); run `make all` to write it again"
+            f"{path}: a damaged model ({f'{key}: ' if key else ''}{problem}); run `make all` to "
+            "write it again"
         ) from None
