@@ -14,9 +14,12 @@ import vl_convert
 
 from segmentation import prepare, report, visualize
 from segmentation.cluster import segment_customers
-from segmentation.config import MALL_URL, ClusterConfig, Config, SelectKConfig, VisualizeConfig
+from segmentation.config import ClusterConfig, SelectKConfig, VisualizeConfig, load_config
 from segmentation.select_k import evaluate
 from segmentation.stages import VEGA_GLOBALS, environment
+from segmentation.vocabulary import load_vocabulary
+
+CONFIG = load_config(Path(__file__).resolve().parents[1] / "config.yaml")
 
 EVIL_ID = "<script>alert(1)</script>"
 TITLE = "Segments <b>&</b> co"
@@ -43,12 +46,13 @@ def inputs(
     path = write_customers(
         pl.concat([blobs4, hostile]), tmp_path_factory.mktemp("report") / "customers.csv"
     )
-    config = Config()
-    prepared = prepare.validate_customers(prepare.read_customers_csv(path), path, "drop")
-    unscaled = prepare.unscaled_matrix(prepared.customers, config.features)
-    scaler = prepare.fit_scaler(unscaled, prepare.feature_columns(config.features), config.scaling)
+    config = CONFIG
+    prepared = prepare.load_customers(path, config.table, "drop")
+    schema = prepared.schema
+    unscaled = prepare.unscaled_matrix(prepared.customers, schema)
+    scaler = prepare.fit_scaler(unscaled, schema, config.scaling)
     matrix = scaler.transform(unscaled)
-    summary = prepare.summarise(prepared, scaler, config.features)
+    summary = prepare.summarise(prepared, scaler, unscaled)
     cluster = ClusterConfig(n_init=4)
     selection = evaluate(
         matrix,
@@ -58,14 +62,18 @@ def inputs(
         progress=lambda _label, _total: lambda _steps: None,
     )
     result = segment_customers(
-        prepared.customers.select(prepare.COLUMNS),
+        prepared.customers,
         matrix,
         unscaled,
         scaler,
-        config.features,
+        schema,
         selection["chosen_k"],
         cluster,
         summary["population"],
+        summary["category_shares"],
+        vocabulary=load_vocabulary(
+            "mall", Path(), {"gender", "age", "annual_income", "spending_score"}
+        ),
     )
     # A customer id that tries to close the spec's <script> element and run its own.
     hostile_points = pl.DataFrame({"customer_id": [f"</script>{EVIL_ID}"], "segment": ["x"]})
@@ -83,9 +91,11 @@ def inputs(
         data_sha256="f" * 64,
         data_pinned=False,
         summary=json.loads(json.dumps(summary)),
+        schema=schema,
         rejects=prepared.rejects,
         selection=json.loads(json.dumps(selection)),
         segments=result.segments,
+        profiles=result.profiles,
         charts=[
             report.ReportChart(
                 name="sizes",
@@ -120,7 +130,7 @@ def test_report_loads_nothing_from_elsewhere(html: str) -> None:
 def test_the_page_outside_its_scripts_names_no_address_but_the_data_url(html: str) -> None:
     outside = re.sub(r"<script.*?</script>", "", html, flags=re.DOTALL)
     addresses = set(re.findall(r"https?://[^\s\"'<>]+", outside))
-    assert addresses - NAMESPACES <= {MALL_URL}
+    assert addresses - NAMESPACES <= {CONFIG.data.url}
 
 
 def test_each_chart_has_its_spec_and_downloads(html: str) -> None:
