@@ -24,11 +24,13 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from conftest import MALL_COLUMNS, ROOT, mall_schema
 from segmentation import artifacts, pipeline, prepare, versions
 from segmentation.artifacts import Workspace
 from segmentation.cluster import segment_customers
 from segmentation.config import ClusterConfig, Config, parse_config
 from segmentation.errors import ConfigError, DataError
+from segmentation.vocabulary import load_vocabulary
 
 BUDGET = settings(
     max_examples=40,
@@ -45,6 +47,10 @@ VALID_CSV = (
 ).encode()
 FOUR_CENTERS = ((20.0, 20.0), (20.0, 80.0), (80.0, 20.0), (80.0, 80.0))
 FOUR_SIZES = (40, 35, 30, 25)
+MALL = mall_schema()
+COLUMNS = ["customer_id", "gender", "age", "annual_income", "spending_score"]
+MAX_INCOME = MALL.column("annual_income").max or 0.0
+GENDERS = MALL.column("gender").categories or ()
 
 
 @pytest.fixture(scope="module")
@@ -60,25 +66,29 @@ def read_and_validate(data: bytes, folder: Path) -> None:
     """Read and validate `data` both ways; anything but success or DataError fails the test.
 
     `load_customers` (what the pipeline and `assign` call, with a fast path for clean files) must
-    agree: the same customers, or a DataError too.
+    agree with the text-based reader it falls back on: the same customers, or a DataError too.
     """
     path = folder / "customers.csv"
     path.write_bytes(data)
     for on_invalid in ("fail", "drop"):
         try:
-            loaded: pl.DataFrame | None = prepare.load_customers(path, on_invalid).customers
+            loaded: pl.DataFrame | None = prepare.load_customers(path, MALL, on_invalid).customers
         except DataError as exc:
             assert str(exc).startswith(str(path)), exc
             loaded = None
         try:
-            text = prepare.read_customers_csv(path)
-            result = prepare.validate_customers(text, path, on_invalid)
+            text = prepare.read_text_table(path)
+            # The text-based reader alone (the fallback of load_customers), with exact lines.
+            result = prepare._validated(
+                prepare._text_frame(path), MALL, on_invalid, str(path), None, True, quiet=False
+            )
         except DataError as exc:
             assert str(exc).startswith(str(path)), exc  # says which file
             assert loaded is None
             continue
+        assert result is not None
         assert loaded is not None
-        assert loaded.select(prepare.COLUMNS).equals(result.customers.select(prepare.COLUMNS))
+        assert loaded.select(COLUMNS).equals(result.customers.select(COLUMNS))
         customers, rejects = result.customers, result.rejects
         # Every row read is valid, rejected with a reason, or blank.
         assert customers.height + rejects.height + result.blank_lines == text.height
@@ -91,9 +101,9 @@ def read_and_validate(data: bytes, folder: Path) -> None:
         # What is kept is what the schema promises.
         assert customers["customer_id"].n_unique() == customers.height
         assert customers["age"].is_between(0, 120).all()
-        assert customers["annual_income"].is_between(0, prepare.MAX_INCOME).all()
+        assert customers["annual_income"].is_between(0, MAX_INCOME).all()
         assert customers["spending_score"].is_between(1, 100).all()
-        assert customers["gender"].is_in(prepare.GENDERS).all()
+        assert customers["gender"].is_in(list(GENDERS)).all()
 
 
 @BUDGET
@@ -166,9 +176,9 @@ def test_random_rows_raise_only_data_errors(
 # --- the config ---------------------------------------------------------------------------------
 
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "data": ("path", "url", "sha256"),
+    "data": ("path", "url", "sha256", "as_of"),
     "prepare": ("on_invalid",),
-    "select_k": ("k_min", "k_max", "rule"),
+    "select_k": ("k_min", "k_max", "rule", "min_segment_share"),
     "cluster": ("k", "n_init", "max_iter", "seed"),
     "visualize": ("width", "height", "png_scale", "max_points"),
     "report": ("title",),
@@ -179,7 +189,9 @@ SCALARS = (
     | st.integers(-(10**20), 10**20)
     | st.floats()
     | st.text(max_size=12)
-    | st.sampled_from(["standard", "silhouette", "elbow", "drop", "age", "gender", "a" * 64])
+    | st.sampled_from(
+        ["standard", "silhouette", "elbow", "drop", "age", "gender", "a" * 64, "2024-01-31"]
+    )
 )
 VALUES = st.recursive(
     SCALARS,
@@ -214,9 +226,32 @@ def test_random_yaml_is_a_config_or_a_config_error(value: Any) -> None:
     parse_or_refuse(yaml.safe_dump(value))
 
 
+COLUMN_KEYS = (
+    "name", "source", "type", "min", "max", "categories", "aliases", "label", "unit", "missing",
+    "transform", "expr", "format", "clip",
+)  # fmt: skip
+COLUMN = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(
+            ["age", "gender", "customer_id", "income", "Bad Name", "source_line"]
+        )
+        | SCALARS,
+        "type": st.sampled_from(["id", "numeric", "categorical", "date", "text"]) | SCALARS,
+    },
+    optional={
+        **dict.fromkeys(COLUMN_KEYS[3:], SCALARS | VALUES),
+        "source": st.sampled_from(["Age", ["Age", "Years"]]) | SCALARS,
+        "missing": st.sampled_from(["fail", "drop", "median", "mode", 0, "Unknown"]) | SCALARS,
+        "transform": st.sampled_from(["none", "log1p", "sqrt"]),
+        "clip": st.lists(st.floats(-1, 2), max_size=3) | SCALARS,
+        "categories": st.lists(st.sampled_from(["Female", "Male", 1, 2]), max_size=3) | SCALARS,
+    },
+)
 KNOWN_KEYS = st.fixed_dictionaries(
     {},
     optional={
+        "columns": st.lists(COLUMN, max_size=4) | st.just(MALL_COLUMNS) | VALUES,
+        "naming": st.sampled_from(["mall", None, "vocab.yaml"]) | SCALARS,
         **{
             section: st.fixed_dictionaries({}, optional=dict.fromkeys(keys, SCALARS | VALUES))
             | VALUES
@@ -232,10 +267,23 @@ KNOWN_KEYS = st.fixed_dictionaries(
 )
 
 
+VALID = {
+    "data": {"path": "customers.csv"},
+    "columns": MALL_COLUMNS,
+    "features": ["annual_income", "spending_score"],
+}
+"""A valid config: random values replace some of its sections, so validation gets further."""
+
+
 @BUDGET
 @given(value=KNOWN_KEYS)
 def test_random_values_for_known_keys_are_a_config_or_a_config_error(value: Any) -> None:
     parse_or_refuse(yaml.safe_dump(value))
+    parse_or_refuse(yaml.safe_dump({**VALID, **value}))
+
+
+def test_the_valid_config_of_the_fuzzing_is_valid() -> None:
+    assert parse_config(yaml.safe_dump(VALID)).features == ("annual_income", "spending_score")
 
 
 # --- the pipeline on valid random customers -----------------------------------------------------
@@ -243,27 +291,13 @@ def test_random_values_for_known_keys_are_a_config_or_a_config_error(value: Any)
 CUSTOMER = st.tuples(
     st.sampled_from(["Female", "Male"]),
     st.integers(0, 120),
-    st.floats(0, prepare.MAX_INCOME),
+    st.floats(0, MAX_INCOME),
     st.floats(1, 100),
 )
 
 
-# Each example is a whole run with charts and report (3-4 s): few of them, no shrinking.
-@settings(BUDGET, max_examples=4, phases=(Phase.explicit, Phase.generate))
-@given(
-    rows=st.lists(CUSTOMER, min_size=8, max_size=60, unique_by=lambda row: (row[2], row[3])),
-    extra=st.sampled_from([(), ("age",), ("gender",), ("age", "gender")]),
-    scaling=st.sampled_from(["standard", "minmax", "robust", "none"]),
-)
-def test_valid_random_customers_always_make_a_complete_version(
-    scratch: Path,
-    make_project: Callable[..., Path],
-    rows: list[tuple[str, int, float, float]],
-    extra: tuple[str, ...],
-    scaling: str,
-) -> None:
-    # Income and spending pairs are unique: more distinct customers than the largest k (4).
-    customers = pl.DataFrame(
+def _customers(rows: list[tuple[str, int, float, float]]) -> pl.DataFrame:
+    return pl.DataFrame(
         {
             "customer_id": [f"R{i}" for i in range(len(rows))],
             "gender": [row[0] for row in rows],
@@ -272,14 +306,67 @@ def test_valid_random_customers_always_make_a_complete_version(
             "spending_score": [row[3] for row in rows],
         }
     )
-    root = Path(tempfile.mkdtemp(dir=scratch))
+
+
+def _run(
+    root: Path,
+    make_project: Callable[..., Path],
+    customers: pl.DataFrame,
+    extra: tuple[str, ...],
+    scaling: str,
+    targets: tuple[str, ...],
+) -> tuple[Workspace, pipeline.Run, pipeline.Result]:
     features = ["annual_income", "spending_score", *extra]
     overrides = {"features": features, "scaling": scaling, "select_k": {"k_max": 4}}
     config = make_project(root, customers, overrides)
     workspace = Workspace(root)
     run = pipeline.open_run(config, workspace)
     result = pipeline.execute(
-        run, pipeline.STAGE_ORDER, lambda _label, _total: lambda _steps: None, lambda _o: None
+        run, targets, lambda _label, _total: lambda _steps: None, lambda _o: None
+    )
+    return workspace, run, result
+
+
+# Each example runs prepare, select-k and cluster (the stages the data can upset): no shrinking.
+@settings(BUDGET, max_examples=6, phases=(Phase.explicit, Phase.generate))
+@given(
+    rows=st.lists(CUSTOMER, min_size=8, max_size=60, unique_by=lambda row: (row[2], row[3])),
+    extra=st.sampled_from([(), ("age",), ("gender",), ("age", "gender")]),
+    scaling=st.sampled_from(["standard", "minmax", "robust", "none"]),
+)
+def test_valid_random_customers_are_always_segmented(
+    scratch: Path,
+    make_project: Callable[..., Path],
+    rows: list[tuple[str, int, float, float]],
+    extra: tuple[str, ...],
+    scaling: str,
+) -> None:
+    # Income and spending pairs are unique: more distinct customers than the largest k (4).
+    root = Path(tempfile.mkdtemp(dir=scratch))
+    _, _, result = _run(root, make_project, _customers(rows), extra, scaling, ("cluster",))
+    segments = pl.read_csv(result.outputs["cluster"] / artifacts.SEGMENTS)
+    assert segments["size"].sum() == len(rows)
+    assert segments["name"].null_count() == 0
+
+
+def test_valid_random_customers_make_a_complete_version(
+    scratch: Path, make_project: Callable[..., Path]
+) -> None:
+    # One whole run with charts and report (the slow stages) on random customers, every kind of
+    # feature at once.
+    rng = Random(7)
+    rows = [
+        (
+            rng.choice(["Female", "Male"]),
+            rng.randint(0, 120),
+            rng.uniform(0, 200),
+            rng.uniform(1, 100),
+        )
+        for _ in range(40)
+    ]
+    root = Path(tempfile.mkdtemp(dir=scratch))
+    workspace, run, result = _run(
+        root, make_project, _customers(rows), ("age", "gender"), "robust", pipeline.STAGE_ORDER
     )
     assert result.report is not None and result.report.is_file()
     assert versions.is_complete(workspace, run.version)
@@ -315,6 +402,8 @@ def test_shuffled_rows_and_renamed_ids_give_the_same_segments(
         pl.col("customer_id").replace_strict(renamed, return_dtype=pl.String)
     )
 
+    vocabulary = load_vocabulary("mall", ROOT, {c.name for c in MALL.columns})
+
     def segments(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
         bundle = featurize(frame)
         result = segment_customers(
@@ -322,10 +411,12 @@ def test_shuffled_rows_and_renamed_ids_give_the_same_segments(
             bundle.matrix,
             bundle.unscaled,
             bundle.scaler,
-            bundle.features,
+            bundle.schema,
             4,
             ClusterConfig(n_init=4),
             bundle.population,
+            bundle.category_shares,
+            vocabulary,
         )
         ids = result.assignments["customer_id"].to_list()
         return result.segments, dict(zip(ids, result.assignments["segment_id"], strict=True))
