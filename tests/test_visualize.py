@@ -182,7 +182,7 @@ def test_silhouette_chart_keeps_each_segments_share_when_bounded(run2: Run) -> N
     spec = visualize.silhouette_chart(many, run2.segments, SIZE).to_dict()
     (rows,) = [data for data in spec["datasets"].values() if data and "position" in data[0]]
     assert len(rows) <= visualize.SILHOUETTE_BARS
-    shown = pl.DataFrame(rows)["segment"].value_counts().sort("segment")["count"].to_list()
+    shown = pl.DataFrame(rows)["segment_id"].value_counts().sort("segment_id")["count"].to_list()
     full = run2.assignments["segment_id"].value_counts().sort("segment_id")["count"].to_list()
     assert shown == pytest.approx([n * len(rows) / run2.assignments.height for n in full], abs=2)
 
@@ -226,3 +226,15 @@ def test_axes_are_titled_by_label_and_unit(run2: Run) -> None:
     dots = scatter(run2)["layer"][0]["encoding"]
     assert dots["x"]["title"] == "Annual income (k$)"
     assert dots["y"]["title"] == "Spending score (1-100)"
+
+
+def test_customer_points_carry_the_segment_id_and_rounded_numbers(run2: Run) -> None:
+    spec = scatter(run2)
+    (points,) = [rows for rows in spec["datasets"].values() if rows and "customer_id" in rows[0]]
+    assert set(points[0]) == {"customer_id", "segment_id", "annual_income", "spending_score"}
+    lookup = spec["layer"][0]["transform"][0]
+    assert lookup["lookup"] == "segment_id"
+    labels = spec["datasets"][lookup["from"]["data"]["name"]]
+    assert [v["segment"] for v in labels] == [
+        f"{i} · {name}" for i, name in enumerate(run2.segments["name"])
+    ]

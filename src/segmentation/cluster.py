@@ -34,6 +34,8 @@ TOP_CATEGORIES = 5
 """Categories profiled per categorical column (the most common among all customers)."""
 TRAITS = 3
 """Distinguishing traits given per segment."""
+NAME_PARTS = 3
+"""The most clustered columns a segment's name speaks of (those where it stands out most)."""
 LEVEL_NAMES = {-1: "low", 0: "mid", 1: "high"}
 
 
@@ -197,6 +199,25 @@ def _category_phrase(
     return template.format(**values)
 
 
+def _named_features(
+    profile: pl.DataFrame, row: int, schema: TableSchema, population: dict[str, dict[str, float]]
+) -> list[str]:
+    """The clustered columns a segment's name speaks of: all of them up to NAME_PARTS, else the
+    NAME_PARTS where the segment stands out most (numeric: SDs from everyone; categorical: how
+    dominant its top category is), in feature order."""
+    if len(schema.features) <= NAME_PARTS:
+        return list(schema.features)
+
+    def salience(feature: str) -> float:
+        if schema.column(feature).type == "categorical":
+            # A category held by every customer of the segment weighs like 2 SDs.
+            return 2.0 * float(profile[f"top_{feature}_share"][row])
+        return abs(_z(profile, row, feature, population))
+
+    ranked = sorted(schema.features, key=lambda feature: -salience(feature))[:NAME_PARTS]
+    return [feature for feature in schema.features if feature in ranked]
+
+
 def name_segments(
     profile: pl.DataFrame,
     schema: TableSchema,
@@ -209,9 +230,11 @@ def name_segments(
     and if they still collide, their mean values are added.
     """
 
+    named = [_named_features(profile, row, schema, population) for row in range(profile.height)]
+
     def describe(row: int, fine: bool) -> str:
         parts = []
-        for feature in schema.features:
+        for feature in named[row]:
             column = schema.column(feature)
             if column.type == "categorical":
                 parts.append(
@@ -238,11 +261,11 @@ def name_segments(
             else:
                 values = ", ".join(
                     f"{schema.column(f).title.lower()} {profile[f'mean_{f}'][row]:.1f}"
-                    for f in schema.features
+                    for f in named[row]
                     if schema.column(f).type != "categorical"
                 ) or ", ".join(
                     f"{profile[f'top_{f}_share'][row]:.0%} {profile[f'top_{f}'][row]}"
-                    for f in schema.features
+                    for f in named[row]
                 )
                 names[row] = f"{name} ({values})"
     return names

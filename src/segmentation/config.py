@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +44,14 @@ class DataConfig(_Section):
     sha256: str | None = None
     as_of: str | None = None
     """The date date columns are measured from (YYYY-MM-DD); None: the latest date in the data."""
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _date_as_written(cls, value: object) -> object:
+        # YAML reads an unquoted 2024-01-31 as a date: take it as the YYYY-MM-DD it was written as.
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value.isoformat()
+        return value
 
     @field_validator("as_of")
     @classmethod
@@ -206,6 +215,13 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}; fix the syntax there") from None
+    except ValueError as exc:
+        # PyYAML reads an unquoted 2024-13-01 as a date and raises a bare ValueError.
+        line = _impossible_date_line(node)
+        where = f"{source}:{line}" if line else source
+        raise ConfigError(
+            f"{where}: not a date ({exc}); write dates as YYYY-MM-DD, or quote text"
+        ) from None
     duplicate = _first_duplicate_key(node) if node is not None else None
     if duplicate is not None:
         twice, twice_line = duplicate
@@ -226,7 +242,7 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors()[0]
-        location = _entry_location(tuple(error["loc"]))
+        location = _column_key(_entry_location(tuple(error["loc"])), _describe(error))
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
         raise ConfigError(
             f"{_where(source, lines, location)}: {_dotted(location)}: {_describe(error)}{more}"
@@ -236,6 +252,30 @@ def parse_config(text: str, source: str = "config.yaml") -> Config:
         location, message = problem
         raise ConfigError(f"{_where(source, lines, location)}: {_dotted(location)}: {message}")
     return config
+
+
+def _impossible_date_line(node: yaml.Node | None) -> int | None:
+    """The line of the first unquoted value YAML takes for a date that does not exist."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp":
+        try:
+            yaml.SafeLoader("").construct_yaml_timestamp(node)
+        except ValueError:
+            return int(node.start_mark.line) + 1
+    children = node.value if isinstance(node, yaml.SequenceNode | yaml.MappingNode) else []
+    for child in children:
+        for item in child if isinstance(child, tuple) else (child,):
+            line = _impossible_date_line(item)
+            if line is not None:
+                return line
+    return None
+
+
+def _column_key(location: tuple[str | int, ...], message: str) -> tuple[str | int, ...]:
+    """A column entry's problem at the key its message is about: `columns.1` -> `columns.1.clip`."""
+    first = re.split(r"[ :]", message, maxsplit=1)[0]
+    if len(location) == 2 and location[0] == "columns" and first in ColumnSpec.model_fields:
+        return (*location, first)
+    return location
 
 
 def _entry_location(location: tuple[str | int, ...]) -> tuple[str | int, ...]:
@@ -264,7 +304,9 @@ def locate(path: Path, key: str) -> str:
         node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except (OSError, yaml.YAMLError):
         return str(path)
-    line = _key_lines(node).get(tuple(key.split("."))) if node is not None else None
+    # Sequence items are keyed by their index (`columns.3.expr`).
+    parts = tuple(int(part) if part.isdigit() else part for part in key.split("."))
+    line = _key_lines(node).get(parts) if node is not None else None
     return f"{path}:{line}" if line else str(path)
 
 

@@ -264,7 +264,7 @@ def _fast_frame(path: Path, schema: TableSchema) -> _Read | None:
                 path,
                 separator=separator,
                 infer_schema=False,
-                schema_overrides={found[name]: pl.Float64 for name in numeric},
+                schema_overrides={found[name]: pl.Float64 for name in numeric if name in found},
             ).with_row_index(LINE, offset=2)
             where = "line"
         wanted = [LINE, *dict.fromkeys([*found.values(), *_expression_inputs(schema, headers)])]
@@ -368,14 +368,15 @@ def _expression(
     except pl.exceptions.PolarsError as exc:
         reason = str(exc).strip().splitlines()[0]
         raise ConfigError(
-            f"expr {column.expr!r} of '{column.name}' is not a SQL expression ({reason}); fix it",
+            f"{key}: expr {column.expr!r} of '{column.name}' is not a SQL expression "
+            f"({reason}); fix it",
             key=key,
         ) from None
     missing = [root for root in roots if root not in frame.columns]
     if missing:
         raise ConfigError(
-            f"expr of '{column.name}' names {', '.join(missing)}, which is neither a declared "
-            f"column nor in the file; the file has {', '.join(sorted(headers))}",
+            f"{key}: expr of '{column.name}' names {', '.join(missing)}, which is neither a "
+            f"declared column nor in the file; the file has {', '.join(sorted(headers))}",
             key=key,
         )
     inputs = frame.select(
@@ -394,7 +395,7 @@ def _expression(
     except pl.exceptions.PolarsError as exc:
         reason = str(exc).strip().splitlines()[0]
         raise ConfigError(
-            f"expr {column.expr!r} of '{column.name}' cannot be computed ({reason}); fix it",
+            f"{key}: expr {column.expr!r} of '{column.name}' cannot be computed ({reason}); fix it",
             key=key,
         ) from None
     return values
@@ -496,7 +497,8 @@ def _typed_table(
         values, bad = _typed_column(frame, column, found[column.name])
         if column.type == "id":
             values = values.alias(ID)
-        for row in bad.arg_true().to_list():
+        # An empty mask (every row blank) has no dtype: make it Boolean for arg_true.
+        for row in bad.cast(pl.Boolean).arg_true().to_list():
             kind = "a date" + (f" in format {column.format}" if column.format else " (YYYY-MM-DD)")
             if column.type == "numeric":
                 kind = (
@@ -518,7 +520,9 @@ def _typed_table(
             typed = typed.with_columns(_expression(inputs, column, index, headers))
     for column in schema.columns:
         name = ID if column.type == "id" else column.name
-        if typed.height and typed[name].null_count() == typed.height:
+        # With a saved model (assign), the schema's imputed values fill such a column in.
+        learned = column.name in schema.imputed
+        if typed.height and typed[name].null_count() == typed.height and not learned:
             origin = f"header {found[column.name]!r}" if column.name in found else "its expr"
             raise DataError(
                 f"{source}: column '{column.name}' ({origin}) has no values in any row; fill it in, "
@@ -641,12 +645,16 @@ def _validated(
 ) -> Prepared | None:
     """Type, check and complete the customers; with `quiet`, None at the first problem instead of
     an explanation (the caller reads the file again with exact line numbers)."""
+    # The header first (line 1 of a text file): a file of other columns, JSON say, is told so.
+    resolve_headers(read.headers, schema, f"{source}:1" if read.where == "line" else source)
     if read.frame.height == 0:
         raise DataError(f"{source}: a header but no customer rows; add one row per customer")
     typed, problems, blank_lines = _typed_table(read, schema, source)
     problems += _schema_problems(typed, schema)
     problems += _transform_problems(typed, schema)
-    problems += _duplicate_problems(typed) if learn else _category_problems(typed, schema)
+    problems += _duplicate_problems(typed)  # labelled rows are joined back by id: unique too
+    if not learn:
+        problems += _category_problems(typed, schema)
     problems += _missing_problems(typed, schema)
     if quiet and problems:
         return None
@@ -663,7 +671,11 @@ def _validated(
         more = (
             f" (and {len(reasons) - len(first)} more row(s))" if len(reasons) > len(first) else ""
         )
-        hint = "set prepare.on_invalid: drop to leave them out" if learn else "fix the file"
+        hint = (
+            "set prepare.on_invalid: drop to leave them out"
+            if learn
+            else "leave them out of the file"
+        )
         raise DataError(
             f"{source}: {len(reasons)} invalid row(s): {listed}{more}; fix them, or {hint}"
         )
@@ -730,7 +742,8 @@ def _learned(customers: pl.DataFrame, schema: TableSchema, as_of: str | None) ->
     imputed: dict[str, float | str] = {}
     for column in schema.columns:
         values = customers[column.name] if column.type != "id" else None
-        if values is None or not column.imputes or values.null_count() == 0:
+        # Learned even with nothing missing here: new customers (assign) may miss the value.
+        if values is None or not column.imputes:
             continue
         if column.missing == "median":
             median = (

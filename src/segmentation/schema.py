@@ -79,7 +79,7 @@ class ColumnSpec(BaseModel):
         if (self.categories is not None or self.aliases is not None) and self.type != "categorical":
             raise ValueError("categories and aliases apply to categorical columns only")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min:g}) must not exceed max ({self.max:g})")
+            raise ValueError(f"min ({self.min:,.10g}) must not exceed max ({self.max:,.10g})")
         if self.clip is not None and not 0 <= self.clip[0] < self.clip[1] <= 1:
             raise ValueError("clip takes two quantiles [low, high] with 0 <= low < high <= 1")
         if self.expr is not None and self.source is not None:

@@ -20,6 +20,8 @@ from segmentation.select_k import stability_class
 
 PAIRWISE_COLUMNS = 5
 """The most columns the pair matrix shows: those that separate the segments most."""
+PAIRWISE_POINTS = 1000
+"""The most customers the pair matrix draws (it draws each one in every cell)."""
 PROFILE_COLUMNS = 30
 """The most columns the profile heatmap shows (clustered ones first)."""
 CHOSEN_COLOR = "#d62728"
@@ -36,7 +38,7 @@ KNEE_COLOR = "#ff7f0e"
 # Where each chart belongs in the report, and its alternative text.
 CHART_GUIDE: dict[str, tuple[str, str]] = {
     "segments": ("segments", "Scatter plot of the customers coloured by segment, centroids marked with crosses."),
-    "pairwise": ("segments", "Matrix of scatter plots, one for every pair of clustered features, coloured by segment."),
+    "pairwise": ("segments", "Matrix of scatter plots, one for every pair of clustered numeric features (the five that separate the segments most, when there are more; at most 1,000 customers), coloured by segment."),
     "profiles": ("segments", "Heatmap of each segment's mean on every numeric column, coloured by how many standard deviations it is from the average customer."),
     "categories": ("segments", "Bar charts of each segment's share of the most common categories of every categorical column, beside all customers' share."),
     "sizes": ("segments", "Bar chart of the number of customers in each segment."),
@@ -78,6 +80,28 @@ def _pickable(chart: alt.Chart) -> alt.Chart:
 
 def _segment_labels(segments: pl.DataFrame) -> list[str]:
     return [f"{i} · {name}" for i, name in segments.select("segment_id", "name").iter_rows()]
+
+
+def _points(frame: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
+    """Customers for a chart of individual customers: a reproducible sample, numbers to five
+    significant digits, and the segment by id (`_named` adds its label in the page), so that a
+    chart of thousands of customers stays small whatever the names' length."""
+    sampled = _sample(frame, max_points, seed)
+    return sampled.with_columns(pl.col(pl.Float64).round_sig_figs(5))
+
+
+def _named(chart: alt.Chart, segments: pl.DataFrame) -> alt.Chart:
+    """The chart with each row's segment label looked up from its segment id."""
+    labels = alt.InlineData(
+        values=[
+            {"segment_id": i, "segment": label}
+            for i, label in zip(segments["segment_id"], _segment_labels(segments), strict=True)
+        ]
+    )
+    named: alt.Chart = chart.transform_lookup(
+        lookup="segment_id", from_=alt.LookupData(data=labels, key="segment_id", fields=["segment"])
+    )
+    return named
 
 
 def _labelled(frame: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
@@ -297,12 +321,12 @@ def silhouette_chart(
         rows = rows.filter((rank == 0) | (((rank + 1) * share).floor() != (rank * share).floor()))
     gap = max(2, rows.height // 50)
     positions = (rows["segment_id"].cast(pl.Int64) * gap).to_numpy() + np.arange(rows.height)
-    rows = rows.with_columns(pl.Series("position", positions)).select(
-        "customer_id", "segment", "silhouette", "position"
-    )
+    rows = rows.with_columns(
+        pl.Series("position", positions), pl.col("silhouette").round_sig_figs(4)
+    ).select("customer_id", "segment_id", "silhouette", "position")
     mean = float(assignments["silhouette"].mean())  # type: ignore[arg-type]
     bars = _pickable(
-        alt.Chart(rows)
+        _named(alt.Chart(rows), segments)
         .mark_bar(orient="horizontal", height=alt.RelativeBandSize(1.0))
         .encode(
             y=alt.Y("position:O", axis=None, title=None),
@@ -310,7 +334,7 @@ def silhouette_chart(
                 "silhouette:Q", title="Silhouette of each customer", scale=alt.Scale(domain=[-1, 1])
             ),
             color=_segment_color(segments),
-            tooltip=["customer_id", "segment", alt.Tooltip("silhouette:Q", format=".3f")],
+            tooltip=["customer_id", "segment:N", alt.Tooltip("silhouette:Q", format=".3f")],
         )
     )
     average = (
@@ -339,7 +363,7 @@ def _scatter(
     """Customers as dots and centroids as crosses; `axes` maps the x and y columns to titles."""
     (x, x_title), (y, y_title) = axes.items()
     dots = _pickable(
-        alt.Chart(points)
+        _named(alt.Chart(points), segments)
         .mark_circle(size=45, opacity=0.75)
         .encode(
             x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(zero=False)),
@@ -347,7 +371,7 @@ def _scatter(
             color=_segment_color(segments),
             tooltip=[
                 "customer_id",
-                "segment",
+                "segment:N",
                 alt.Tooltip(f"{x}:Q", format=".2f"),
                 alt.Tooltip(f"{y}:Q", format=".2f"),
             ],
@@ -372,13 +396,13 @@ def _strip_chart(
     order = _segment_labels(segments)
     y = alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400))
     ticks = _pickable(
-        alt.Chart(points.select("customer_id", "segment", column))
+        _named(alt.Chart(points.select(ID, "segment_id", column)), segments)
         .mark_tick(thickness=2, opacity=0.6)
         .encode(
             x=alt.X(f"{column}:Q", title=title, scale=alt.Scale(zero=False)),
             y=y,
             color=_segment_color(segments),
-            tooltip=["customer_id", "segment", column],
+            tooltip=["customer_id", "segment:N", column],
         )
     )
     centroids = _labelled(
@@ -417,14 +441,12 @@ def scatter_chart(
     measured = [c.name for c in schema.measures]
     joined = _measured(customers, schema).with_columns(assignments["segment_id"])
     if len(columns) == 1 and columns[0] in measured:
-        points = _labelled(_sample(joined, size.max_points, seed), segments)
+        points = _points(joined.select(ID, "segment_id", columns[0]), size.max_points, seed)
         title = schema.matrix_title(columns[0])
         return _strip_chart(points, columns[0], title, segments, size)
     if len(columns) == 2 and all(c in measured for c in columns):
         x, y = columns
-        points = _labelled(_sample(joined, size.max_points, seed), segments).select(
-            ID, "segment", x, y
-        )
+        points = _points(joined.select(ID, "segment_id", x, y), size.max_points, seed)
         centroids = _labelled(
             segments.select(
                 "segment_id", pl.col(f"centroid_{x}").alias(x), pl.col(f"centroid_{y}").alias(y)
@@ -440,7 +462,7 @@ def scatter_chart(
     points = joined.select(ID, "segment_id").with_columns(
         pl.Series("pc1", projected[:, 0]), pl.Series("pc2", projected[:, 1])
     )
-    points = _labelled(_sample(points, size.max_points, seed), segments)
+    points = _points(points, size.max_points, seed)
     centroids = _labelled(
         pl.DataFrame(
             {"segment_id": segments["segment_id"], "pc1": centres[:, 0], "pc2": centres[:, 1]}
@@ -489,21 +511,19 @@ def pairwise_chart(
     """Every pair of the given numeric columns, in the data's units, axes titled by label."""
     joined = _measured(customers, schema).with_columns(assignments["segment_id"])
     titles = {name: schema.column(name).axis_title for name in columns}
-    points = (
-        _labelled(_sample(joined, size.max_points, seed), segments)
-        .select(ID, "segment", *columns)
-        .rename(titles)
-    )
+    points = _points(
+        joined.select(ID, "segment_id", *columns), min(size.max_points, PAIRWISE_POINTS), seed
+    ).rename(titles)
     shown = list(titles.values())
     side = max(120, size.width // max(1, len(shown)))
     cell = (
-        alt.Chart(points)
+        _named(alt.Chart(points), segments)
         .mark_circle(size=25)
         .encode(
             x=alt.X(alt.repeat("column"), type="quantitative", scale=alt.Scale(zero=False)),
             y=alt.Y(alt.repeat("row"), type="quantitative", scale=alt.Scale(zero=False)),
             color=_segment_color(segments),
-            tooltip=[ID, "segment"],
+            tooltip=[ID, "segment:N"],
         )
     )
     matrix: alt.TopLevelMixin = (
