@@ -165,6 +165,15 @@ def _level_words(column: ColumnSpec, vocabulary: Vocabulary | None) -> tuple[str
     if vocabulary is not None and column.name in vocabulary.levels:
         return vocabulary.levels[column.name]
     title = column.title
+    if column.type == "date":
+        # Low means few days before as_of: recent.
+        return (
+            f"Very recent {title}",
+            f"Recent {title}",
+            f"Mid {title}",
+            f"Earlier {title}",
+            f"Much earlier {title}",
+        )
     return (
         f"Very low {title}",
         f"Low {title}",
@@ -314,7 +323,7 @@ def distinguishing_traits(
         scored: list[tuple[float, str]] = []
         for column in schema.measures:
             z = _z(profile, row, column.name, population)
-            unit = f" {column.unit}" if column.unit else ""
+            unit = f" {column.measure_unit}" if column.measure_unit else ""
             scored.append(
                 (
                     abs(z),

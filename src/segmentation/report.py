@@ -116,7 +116,7 @@ def _profile_bars(
         rows.append(
             {
                 "label": column.title,
-                "unit": column.unit or "",
+                "unit": column.measure_unit or "",
                 "value": _number(value),
                 "everyone": _number(population["mean"]),
                 "width": max(0.0, min(100.0, 100 * (value - low) / span)),
@@ -149,7 +149,7 @@ def _who(segment: dict[str, Any], schema: TableSchema) -> str:
     """One line on who a segment's customers are: means of the clustered columns first."""
     parts = []
     for column in sorted(schema.measures, key=lambda c: c.name not in schema.features):
-        unit = f" {column.unit}" if column.unit else ""
+        unit = f" {column.measure_unit}" if column.measure_unit else ""
         parts.append(f"{column.title.lower()} {_number(segment[f'mean_{column.name}'])}{unit}")
     for column in schema.of_type("categorical"):
         share = segment[f"top_{column.name}_share"]

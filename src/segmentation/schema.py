@@ -117,9 +117,15 @@ class ColumnSpec(BaseModel):
         return self.label or self.name.replace("_", " ").capitalize()
 
     @property
+    def measure_unit(self) -> str | None:
+        """The unit of the column as profiled: dates are counted in days before as_of."""
+        return "days ago" if self.type == "date" else self.unit
+
+    @property
     def axis_title(self) -> str:
-        """The label with its unit, for axes and tables."""
-        return f"{self.title} ({self.unit})" if self.unit else self.title
+        """The label with its unit, for axes and tables (dates are read as days before as_of)."""
+        unit = "days before as_of" if self.type == "date" else self.unit
+        return f"{self.title} ({unit})" if unit else self.title
 
     @property
     def imputes(self) -> bool:
