@@ -1224,7 +1224,7 @@ SHOP_NEXT_LINE = len(SHOP_ROWS) + 2
         (
             shop_csv(*(row.rsplit(",", 1)[0] for row in SHOP_ROWS), header="Client,Region,Visits"),
             r":1: no column for 'spend' \(source: Spend, spend\); the file has Client, Region, "
-            r"Visits",
+            r"Visits; the model was fitted on customers with that column: add it to the file$",
         ),
         (
             shop_csv(*SHOP_ROWS, "N02,North,many,50"),

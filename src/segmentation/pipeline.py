@@ -27,7 +27,7 @@ from segmentation.config import Config, load_config, locate
 from segmentation.dataset import RawData, ensure_raw_data
 from segmentation.errors import ConfigError
 from segmentation.stages import STAGES, Progress, StageContext
-from segmentation.vocabulary import SHIPPED, vocabulary_path
+from segmentation.vocabulary import SHIPPED, load_vocabulary, vocabulary_path
 
 STAGE_ORDER = tuple(STAGES)
 THREAD_VARIABLES = (
@@ -115,16 +115,16 @@ def open_run(config_path: Path, workspace: Workspace, code_root: Path | None = N
 
 
 def _vocabulary_sha256(config: Config, config_path: Path, workspace: Workspace) -> str | None:
-    """The hash of the file `naming` points at; a missing file is refused before any work."""
+    """The hash of the file `naming` points at, checked against the declared columns before any
+    work: a missing or unsuitable vocabulary is refused at once, not after the k sweep."""
     if config.naming is None:
         return None
-    path = vocabulary_path(config.naming, workspace.root)
-    if not path.is_file():
-        raise ConfigError(
-            f"{locate(config_path, 'naming')}: naming: no vocabulary file {path}; give "
-            f"{', '.join(SHIPPED)}, null or the path of a YAML vocabulary"
-        )
-    return artifacts.sha256_file(path)
+    known = {column.name for column in config.columns if column.type != "id"}
+    try:
+        load_vocabulary(config.naming, workspace.root, known)
+    except ConfigError as exc:
+        raise ConfigError(f"{locate(config_path, 'naming')}: {exc}") from None
+    return artifacts.sha256_file(vocabulary_path(config.naming, workspace.root))
 
 
 def _cache_entry(run: Run, stage: str) -> Path:

@@ -214,7 +214,10 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 
 
 def resolve_headers(
-    headers: Iterable[str], schema: TableSchema, source: str
+    headers: Iterable[str],
+    schema: TableSchema,
+    source: str,
+    fix: str = "fix the column's source in the config",
 ) -> tuple[dict[str, str], tuple[str, ...]]:
     """Each declared column's header in the file, and the file's headers no column declares.
 
@@ -235,7 +238,7 @@ def resolve_headers(
             listed = ", ".join(dict.fromkeys(column.headers))
             raise DataError(
                 f"{source}: no column for '{column.name}' (source: {listed}); the file has "
-                f"{', '.join(headers) or 'no columns'}; fix the column's source in the config"
+                f"{', '.join(headers) or 'no columns'}; {fix}"
             )
         found[column.name] = header
     used = set(found.values())
@@ -646,7 +649,14 @@ def _validated(
     """Type, check and complete the customers; with `quiet`, None at the first problem instead of
     an explanation (the caller reads the file again with exact line numbers)."""
     # The header first (line 1 of a text file): a file of other columns, JSON say, is told so.
-    resolve_headers(read.headers, schema, f"{source}:1" if read.where == "line" else source)
+    resolve_headers(
+        read.headers,
+        schema,
+        f"{source}:1" if read.where == "line" else source,
+        "fix the column's source in the config"
+        if learn
+        else "the model was fitted on customers with that column: add it to the file",
+    )
     if read.frame.height == 0:
         raise DataError(f"{source}: a header but no customer rows; add one row per customer")
     typed, problems, blank_lines = _typed_table(read, schema, source)

@@ -81,7 +81,7 @@ def load_vocabulary(naming: str, root: Path, known_columns: set[str]) -> Vocabul
     except OSError:
         shipped = ", ".join(SHIPPED)
         raise ConfigError(
-            f"naming: no vocabulary file {path}; give {shipped}, null or the path of a YAML file",
+            f"naming: no vocabulary file {path}; give {shipped}, null or the path of a YAML vocabulary",
             key="naming",
         ) from None
     try:
