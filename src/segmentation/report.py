@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +100,10 @@ SUMMARY_COLUMNS = 4
 
 
 def _number(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+    """A value as a table shows it: whole above 100, one decimal above 1, two digits below."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if abs(value) >= 1 or value == 0 else f"{value:.2g}"
 
 
 def _profile_bars(
@@ -110,17 +114,21 @@ def _profile_bars(
     rows = []
     for column in sorted(schema.measures, key=lambda c: c.name not in schema.features):
         population = summary["population"][column.name]
-        low, high = min(population["min"], 0.0), population["max"]
-        span = (high - low) or 1.0
         value = segment[f"mean_{column.name}"]
+        # A log1p column spans orders of magnitude: its bars are drawn on the same log scale.
+        scale = math.log1p if column.transform == "log1p" else float
+        low, high = scale(min(population["min"], 0.0)), scale(population["max"])
+        span = (high - low) or 1.0
         rows.append(
             {
                 "label": column.title,
                 "unit": column.measure_unit or "",
                 "value": _number(value),
                 "everyone": _number(population["mean"]),
-                "width": max(0.0, min(100.0, 100 * (value - low) / span)),
-                "everyone_width": max(0.0, min(100.0, 100 * (population["mean"] - low) / span)),
+                "width": max(0.0, min(100.0, 100 * (scale(value) - low) / span)),
+                "everyone_width": max(
+                    0.0, min(100.0, 100 * (scale(population["mean"]) - low) / span)
+                ),
             }
         )
     # A table without categorical columns has an empty profiles.csv, read back with text columns.
@@ -188,7 +196,13 @@ def render_report(inputs: ReportInputs) -> str:
                 for c in inputs.schema.of_type("numeric")
                 if c.name in inputs.schema.features and (c.transform != "none" or c.clip)
             ],
-            matrix_titles={m: inputs.schema.matrix_title(m) for m in inputs.schema.matrix_columns},
+            centroids={
+                s["segment_id"]: "; ".join(
+                    f"{inputs.schema.matrix_title(m)} {_number(s[f'centroid_{m}'])}"
+                    for m in inputs.schema.matrix_columns
+                )
+                for s in segments
+            },
             rejects=inputs.rejects.head(50).to_dicts(),
             charts={
                 section: [c for c in inputs.charts if c.section == section]
