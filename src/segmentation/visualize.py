@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,15 @@ def _segment_color(segments: pl.DataFrame) -> alt.Color:
         scale=alt.Scale(domain=_segment_labels(segments), scheme="tableau10"),
         legend=alt.Legend(orient="bottom", columns=2, labelLimit=360),
     )
+
+
+@contextlib.contextmanager
+def _one_selection() -> Iterator[None]:
+    """The cells of a concatenated chart share the one click selection: Altair merges their
+    copies into one, which is what is meant, and says so in a warning that is not for users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
+        yield
 
 
 def _pickable(chart: alt.Chart) -> alt.Chart:
@@ -508,30 +519,48 @@ def pairwise_chart(
     size: VisualizeConfig,
     seed: int,
 ) -> alt.TopLevelMixin:
-    """Every pair of the given numeric columns, in the data's units, axes titled by label."""
+    """Every pair of the given numeric columns (the lower triangle of their scatter matrix), in the
+    data's units, axes titled by label; log1p columns on a symmetric log scale, as K-Means sees
+    them."""
     joined = _measured(customers, schema).with_columns(assignments["segment_id"])
-    titles = {name: schema.column(name).axis_title for name in columns}
     points = _points(
         joined.select(ID, "segment_id", *columns), min(size.max_points, PAIRWISE_POINTS), seed
-    ).rename(titles)
-    shown = list(titles.values())
-    side = max(120, size.width // max(1, len(shown)))
-    cell = (
-        _named(alt.Chart(points), segments)
-        .mark_circle(size=25)
-        .encode(
-            x=alt.X(alt.repeat("column"), type="quantitative", scale=alt.Scale(zero=False)),
-            y=alt.Y(alt.repeat("row"), type="quantitative", scale=alt.Scale(zero=False)),
-            color=_segment_color(segments),
-            tooltip=[ID, "segment:N"],
+    )
+    side = max(120, size.width // max(1, len(columns) - 1))
+
+    def axis(name: str) -> dict[str, Any]:
+        column = schema.column(name)
+        scale = alt.Scale(type="symlog") if column.transform == "log1p" else alt.Scale(zero=False)
+        return {"field": name, "type": "quantitative", "title": column.axis_title, "scale": scale}
+
+    def cell(x: str, y: str) -> alt.Chart:
+        chart: alt.Chart = (
+            _named(alt.Chart(points), segments)
+            .mark_circle(size=25)
+            .encode(
+                x=alt.X(**axis(x)),
+                y=alt.Y(**axis(y)),
+                color=_segment_color(segments),
+                tooltip=[
+                    ID,
+                    "segment:N",
+                    alt.Tooltip(x, format=",.4~g"),
+                    alt.Tooltip(y, format=",.4~g"),
+                ],
+            )
+            .properties(width=side, height=side)
         )
-    )
-    matrix: alt.TopLevelMixin = (
-        _pickable(cell)
-        .properties(width=side, height=side)
-        .repeat(row=shown, column=shown)
-        .properties(title="Segments across every pair of features")
-    )
+        return _pickable(chart)
+
+    with _one_selection():
+        rows = [
+            alt.hconcat(*[cell(x, y) for x in columns[:row]])
+            for row, y in enumerate(columns)
+            if row
+        ]
+        matrix: alt.TopLevelMixin = alt.vconcat(*rows).properties(
+            title="Segments across every pair of features"
+        )
     return matrix
 
 
@@ -670,7 +699,8 @@ def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMi
 
 def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any]:
     """The chart's Vega-Lite spec, with its accessible description and the page's highlight."""
-    spec = chart.to_dict()
+    with _one_selection():
+        spec = chart.to_dict()
     # Vega reads the description out as the chart's accessible name.
     spec["description"] = f"{title}: {CHART_GUIDE[name][1]}" if name in CHART_GUIDE else title
     if '"name": "pick"' in json.dumps(spec):
