@@ -187,11 +187,7 @@ def _category_phrase(
     column: ColumnSpec, top: str | None, share: float, vocabulary: Vocabulary | None
 ) -> str:
     phrases = (vocabulary.categories.get(column.name) if vocabulary else None) or CategoryPhrases()
-    shown = (
-        f"{column.title} {top}"
-        if top is not None and top.lstrip("-").replace(".", "", 1).isdigit()
-        else str(top)
-    )
+    shown = column.category_text(str(top))
     values = {
         "category": shown,
         "category_lower": shown.lower(),
@@ -323,14 +319,9 @@ def distinguishing_traits(
         scored: list[tuple[float, str]] = []
         for column in schema.measures:
             z = _z(profile, row, column.name, population)
-            unit = f" {column.measure_unit}" if column.measure_unit else ""
-            scored.append(
-                (
-                    abs(z),
-                    f"{column.title}: median {_number(profile[f'median_{column.name}'][row])}{unit} "
-                    f"(all customers {_number(population[column.name]['median'])})",
-                )
-            )
+            median = column.with_unit(_number(profile[f"median_{column.name}"][row]))
+            everyone = column.with_unit(_number(population[column.name]["median"]))
+            scored.append((abs(z), f"{column.title}: median {median} (all customers {everyone})"))
         for column, category, value, everyone in (
             categories.filter(pl.col("segment_id") == segment)
             .select("column", "category", "value", "everyone")

@@ -122,9 +122,8 @@ def _profile_bars(
         rows.append(
             {
                 "label": column.title,
-                "unit": column.measure_unit or "",
-                "value": _number(value),
-                "everyone": _number(population["mean"]),
+                "value": column.with_unit(_number(value)),
+                "everyone": column.with_unit(_number(population["mean"])),
                 "width": max(0.0, min(100.0, 100 * (scale(value) - low) / span)),
                 "everyone_width": max(
                     0.0, min(100.0, 100 * (scale(population["mean"]) - low) / span)
@@ -143,9 +142,8 @@ def _profile_bars(
         rows.append(
             {
                 "label": f"{schema.column(column).title}: {category}",
-                "unit": "%",
-                "value": f"{100 * value:.0f}",
-                "everyone": f"{100 * everyone:.0f}",
+                "value": f"{100 * value:.0f}%",
+                "everyone": f"{100 * everyone:.0f}%",
                 "width": 100 * value,
                 "everyone_width": 100 * everyone,
             }
@@ -157,11 +155,13 @@ def _who(segment: dict[str, Any], schema: TableSchema) -> str:
     """One line on who a segment's customers are: means of the clustered columns first."""
     parts = []
     for column in sorted(schema.measures, key=lambda c: c.name not in schema.features):
-        unit = f" {column.measure_unit}" if column.measure_unit else ""
-        parts.append(f"{column.title.lower()} {_number(segment[f'mean_{column.name}'])}{unit}")
+        mean = column.with_unit(_number(segment[f"mean_{column.name}"]))
+        parts.append(f"{column.title.lower()} {mean}")
     for column in schema.of_type("categorical"):
         share = segment[f"top_{column.name}_share"]
-        parts.append(f"{100 * share:.0f}% {column.title.lower()} {segment[f'top_{column.name}']}")
+        parts.append(
+            f"{100 * share:.0f}% {column.category_text(str(segment[f'top_{column.name}']))}"
+        )
     return "average " + ", ".join(parts[:SUMMARY_COLUMNS])
 
 

@@ -21,6 +21,8 @@ ID = "customer_id"
 """The key column of every output, whatever the id column is called in the data."""
 LINE = "source_line"
 RESERVED = frozenset({LINE, "segment_id", "segment_name", "distance_to_centroid", "silhouette"})
+CURRENCY_SYMBOLS = frozenset({"$", "€", "£", "¥"})
+"""Units written before the number."""
 CATEGORY_SEPARATOR = "="
 """One-hot columns are named `<column>=<category>`."""
 
@@ -120,6 +122,20 @@ class ColumnSpec(BaseModel):
     def measure_unit(self) -> str | None:
         """The unit of the column as profiled: dates are counted in days before as_of."""
         return "days ago" if self.type == "date" else self.unit
+
+    def category_text(self, category: str) -> str:
+        """A category as people read it: a code with its column's label (Region 2), a word as
+        it is (Retail)."""
+        code = category.lstrip("-").replace(".", "", 1).isdigit()
+        return f"{self.title} {category}" if code else category
+
+    def with_unit(self, value: str) -> str:
+        """A value as people write it with the column's unit: currency symbols in front
+        ($1,200), other units after (42 years)."""
+        unit = self.measure_unit
+        if not unit:
+            return value
+        return f"{unit}{value}" if unit in CURRENCY_SYMBOLS else f"{value} {unit}"
 
     @property
     def axis_title(self) -> str:
