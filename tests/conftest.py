@@ -34,6 +34,7 @@ def mall_schema(features: Sequence[str] = ("annual_income", "spending_score")) -
         columns=tuple(ColumnSpec.model_validate(c) for c in MALL_COLUMNS), features=tuple(features)
     )
 
+
 # Well-separated groups in (annual_income, spending_score); sizes differ so that the canonical ids
 # (largest segment first) are known in advance.
 THREE_CENTERS = ((20.0, 20.0), (80.0, 80.0), (80.0, 20.0))
