@@ -15,6 +15,8 @@ from segmentation import artifacts
 Format = Literal["parquet", "csv", "json"]
 
 PROFILES = "profiles.csv"
+CUSTOMERS = "customers.parquet"
+CUSTOMERS_SUMMARY = "customers_summary.json"
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Dataset:
 
 
 DATASETS: dict[str, Dataset] = {
+    "customers": Dataset(CUSTOMERS, "parquet"),
+    "customers_summary": Dataset(CUSTOMERS_SUMMARY, "json"),
     "prepared": Dataset(artifacts.PREPARED, "parquet"),
     "prepare_summary": Dataset(artifacts.PREPARE_SUMMARY, "json"),
     "rejects": Dataset(artifacts.REJECTS, "csv"),

@@ -172,6 +172,9 @@ def _stage_command(stage: str, help_text: str) -> None:
         _run(config_path, (stage,), force)
 
 
+_stage_command(
+    "customers", "Aggregate a purchase log into one row per customer (data.kind: transactions)."
+)
 _stage_command("prepare", "Validate the data and build the scaled feature matrix.")
 _stage_command("select-k", "Sweep k, score every solution and choose k.")
 _stage_command("cluster", "Fit the final model; name, profile and save the segments.")

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmentation.errors import ConfigError
-from segmentation.schema import ColumnSpec, TableSchema
+from segmentation.schema import ColumnSpec, TableSchema, built_table
 
 
 class Scaling(StrEnum):
@@ -40,10 +40,16 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     path: str
+    """A file, or for a purchase log a glob of files (`logs/*.parquet`)."""
     url: str | None = None
     sha256: str | None = None
     as_of: str | None = None
-    """The date date columns are measured from (YYYY-MM-DD); None: the latest date in the data."""
+    """The date dates are measured from (YYYY-MM-DD). None: for a customer table the latest date in
+    the data; for a purchase log the day after the last purchase."""
+    kind: Literal["customers", "transactions"] = "customers"
+    """A customer table (one row per customer), or a purchase log aggregated into one."""
+    delimiter: Literal["whitespace"] | None = None
+    """None: a CSV's delimiter is read from its header; `whitespace`: fields split by spaces."""
 
     @field_validator("as_of", mode="before")
     @classmethod
@@ -112,10 +118,41 @@ class ReportConfig(_Section):
     title: str = "Customer segments"
 
 
+class TransactionsConfig(_Section):
+    """How a purchase log maps onto purchases (`data.kind: transactions`)."""
+
+    customer: str
+    time: str
+    time_format: str | None = None
+    """strftime format of `time`; None: ISO 8601 text, or a typed column."""
+    order: str | None = None
+    """The order (invoice) id; None: each distinct customer-day is one purchase occasion."""
+    amount: str | None = None
+    quantity: str | None = None
+    unit_price: str | None = None
+    where: str | None = None
+    """A SQL filter on the log's columns (Polars SQL)."""
+    returns: Literal["net", "drop"] = "net"
+    """net: negative amounts are subtracted; drop: they are left out."""
+    currency: str = "$"
+    """The unit of money values in charts and tables."""
+
+    @model_validator(mode="after")
+    def _one_value(self) -> TransactionsConfig:
+        if self.amount is not None and (self.quantity or self.unit_price):
+            raise ValueError("give either amount, or quantity and unit_price, not both")
+        if self.amount is None and not (self.quantity and self.unit_price):
+            raise ValueError("give amount, or both quantity and unit_price")
+        return self
+
+
 class Config(_Section):
     data: DataConfig
-    columns: tuple[ColumnSpec, ...] = Field(strict=False, min_length=1)
-    features: tuple[str, ...] = Field(strict=False, min_length=1)
+    columns: tuple[ColumnSpec, ...] = Field(default=(), strict=False)
+    """The customer table's columns; a purchase log's built table declares its own."""
+    features: tuple[str, ...] | None = Field(default=None, strict=False)
+    """None: a purchase log's default features (a customer table must list its own)."""
+    transactions: TransactionsConfig | None = None
     scaling: Scaling = Field(default=Scaling.STANDARD, strict=False)
     naming: str | None = None
     """None: names from the columns' labels; `mall` (a shipped vocabulary) or a YAML file's path."""
@@ -127,12 +164,19 @@ class Config(_Section):
 
     @property
     def table(self) -> TableSchema:
-        """The declared table, before prepare has learned anything from the data."""
-        return TableSchema(columns=self.columns, features=self.features)
+        """The declared table, before prepare has learned anything from the data: the config's
+        `columns:`, or for a purchase log the customer table built from it."""
+        if self.data.kind == "transactions":
+            built = built_table(self.transactions.currency if self.transactions else "$")
+            return built.model_copy(update={"features": self.features or built.features})
+        return TableSchema(columns=self.columns, features=self.features or ())
 
     def resolved(self) -> dict[str, Any]:
-        """The config with every default filled in, as plain JSON-compatible data."""
-        return self.model_dump(mode="json")
+        """The config with every default filled in (a purchase log's default features too), as
+        plain JSON-compatible data."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        data["features"] = list(self.table.features)
+        return data
 
 
 def _key_lines(
@@ -178,7 +222,33 @@ def _first_duplicate_key(node: yaml.Node, prefix: str = "") -> tuple[str, int] |
 
 
 def _schema_problem(config: Config) -> tuple[tuple[str | int, ...], str] | None:
-    """(key path, problem) of the first inconsistency between the columns and the features."""
+    """(key path, problem) of the first inconsistency between the data's kind, the columns and
+    the features."""
+    if config.data.kind == "transactions":
+        if config.transactions is None:
+            return (
+                "data",
+                "kind",
+            ), "a purchase log needs a transactions: section mapping its columns"
+        if config.columns:
+            return ("columns",), (
+                "a purchase log's customer table declares its own columns; leave columns out"
+            )
+        built = {column.name: column for column in config.table.columns}
+        for index, feature in enumerate(config.features or ()):
+            if feature not in built or built[feature].type == "id":
+                known = ", ".join(name for name, c in built.items() if c.type != "id")
+                return (
+                    "features",
+                    index,
+                ), f"'{feature}' is not a column of the built table: {known}"
+        return None
+    if config.transactions is not None:
+        return ("transactions",), "applies to data.kind: transactions only"
+    if not config.columns:
+        return ("columns",), "declare the table's columns (segment init FILE writes them for you)"
+    if not config.features:
+        return ("features",), "list at least one declared column to cluster on"
     seen: dict[str, int] = {}
     ids = []
     for index, column in enumerate(config.columns):
@@ -192,7 +262,8 @@ def _schema_problem(config: Config) -> tuple[tuple[str | int, ...], str] | None:
             ids.append(index)
     if len(ids) > 1:
         return ("columns", ids[1], "type"), "only one column may be of type id"
-    for index, feature in enumerate(config.features):
+    features = config.features
+    for index, feature in enumerate(features):
         if feature not in seen:
             return (
                 ("features", index),
@@ -200,7 +271,7 @@ def _schema_problem(config: Config) -> tuple[tuple[str | int, ...], str] | None:
             )
         if config.columns[seen[feature]].type == "id":
             return ("features", index), f"'{feature}' is the id column; it cannot be a feature"
-        if feature in config.features[:index]:
+        if feature in features[:index]:
             return ("features", index), f"'{feature}' is listed twice"
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,23 +17,59 @@ from segmentation.errors import DataError, DataUnavailableError
 @dataclass(frozen=True)
 class RawData:
     path: Path
+    """The data file, or the glob pattern of a purchase log's files."""
     sha256: str
     pinned: bool
     """True when the hash was checked against `data.sha256`, False for a user's own file."""
+    files: tuple[Path, ...] = ()
+    """Every file the data is read from, in sorted order."""
+
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_glob(path: str) -> bool:
+    return any(character in GLOB_CHARACTERS for character in path)
+
+
+def _files_of(pattern: Path) -> tuple[Path, ...]:
+    """The files a glob matches, sorted by name; refused when there are none."""
+    root = Path(pattern.anchor) if pattern.is_absolute() else Path()
+    relative = pattern.relative_to(root) if pattern.is_absolute() else pattern
+    files = tuple(sorted(path for path in root.glob(str(relative)) if path.is_file()))
+    if not files:
+        raise DataError(f"{pattern}: data.path matches no file; check the pattern and the folder")
+    return files
+
+
+def _check_files(pattern: Path, files: tuple[Path, ...], expected: str | None) -> RawData:
+    """One hash for every file of a glob: over each file's name and SHA-256, in sorted order."""
+    listing = "".join(f"{path.name}\0{sha256_file(path)}\n" for path in files)
+    actual = hashlib.sha256(listing.encode()).hexdigest()
+    if expected is not None and actual != expected:
+        raise DataError(
+            f"{pattern}: the files' SHA-256 is {actual} but data.sha256 pins {expected}; use the "
+            "pinned files, or set data.sha256: null to use your own"
+        )
+    return RawData(path=pattern, sha256=actual, pinned=expected is not None, files=files)
 
 
 def _check(path: Path, expected: str | None) -> RawData:
+    """The file with its hash, refused when it differs from the pinned one."""
     actual = sha256_file(path)
     if expected is not None and actual != expected:
         raise DataError(
             f"{path}: SHA-256 is {actual} but data.sha256 pins {expected}; replace the file with "
             "the pinned one, or set data.sha256: null to use your own data"
         )
-    return RawData(path=path, sha256=actual, pinned=expected is not None)
+    return RawData(path=path, sha256=actual, pinned=expected is not None, files=(path,))
 
 
 def ensure_raw_data(config: DataConfig, path: Path) -> RawData:
-    """Return the checked data file at `path`, downloading it from `config.url` when missing."""
+    """Return the checked data file at `path`, downloading it from `config.url` when missing; a
+    glob (a purchase log in many files) is checked file by file and never downloaded."""
+    if is_glob(config.path):
+        return _check_files(path, _files_of(path), config.sha256)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; data.path must name a CSV file")
     if path.exists():

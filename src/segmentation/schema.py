@@ -9,8 +9,10 @@ assign` reads the table through it. No module here knows any particular table.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from importlib import resources
+from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ColumnType = Literal["id", "numeric", "categorical", "date"]
@@ -25,6 +27,36 @@ CURRENCY_SYMBOLS = frozenset({"$", "€", "£", "¥"})
 """Units written before the number."""
 CATEGORY_SEPARATOR = "="
 """One-hot columns are named `<column>=<category>`."""
+
+
+def built_table(currency: str) -> TableSchema:
+    """The customer table a purchase log is aggregated into (`tables/transactions.yaml`), its
+    money columns in `currency`."""
+    declared = yaml.safe_load(
+        (resources.files("segmentation") / "tables" / "transactions.yaml").read_text(
+            encoding="utf-8"
+        )
+    )
+    columns = tuple(
+        ColumnSpec.model_validate(
+            {**entry, "unit": entry["unit"].format(currency=currency)}
+            if isinstance(entry.get("unit"), str)
+            else entry
+        )
+        for entry in declared["columns"]
+    )
+    return TableSchema(columns=columns, features=tuple(declared["features"]))
+
+
+def rfm_scores() -> dict[str, dict[str, Any]]:
+    """The 1-5 scores given with each customer of a purchase log (`tables/transactions.yaml`)."""
+    declared = yaml.safe_load(
+        (resources.files("segmentation") / "tables" / "transactions.yaml").read_text(
+            encoding="utf-8"
+        )
+    )
+    scores: dict[str, dict[str, Any]] = declared["scores"]
+    return scores
 
 
 def header_key(header: str) -> str:

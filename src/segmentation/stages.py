@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segmentation import __version__, artifacts
-from segmentation.catalog import PROFILES, Catalog
+from segmentation.catalog import CUSTOMERS, CUSTOMERS_SUMMARY, PROFILES, Catalog
 from segmentation.config import Config, locate
 from segmentation.dataset import RawData
 from segmentation.errors import ConfigError
@@ -91,13 +91,45 @@ def table_schema(ctx: StageContext) -> TableSchema:
     return TableSchema.model_validate(ctx.catalog.load("prepare_summary")["schema"])
 
 
+def _customers(ctx: StageContext) -> str:
+    config = ctx.config
+    if config.data.kind == "customers" or config.transactions is None:
+        return "a customer table: nothing to build"
+    from segmentation import transactions
+
+    try:
+        built = transactions.build_customers(
+            ctx.raw.files,
+            config.transactions,
+            whitespace=config.data.delimiter == "whitespace",
+            as_of=config.data.as_of,
+            source=config.data.path,
+        )
+    except ConfigError as exc:
+        raise ctx.located(exc) from None
+    ctx.catalog.save("customers", built.customers)
+    ctx.catalog.save("customers_summary", built.summary)
+    summary = built.summary
+    left_out = summary["rows_without_customer"]
+    if left_out:
+        ctx.log(f"{left_out} purchase row(s) without a customer id left out")
+    return (
+        f"{summary['rows']:,} purchases -> {summary['customers']:,} customers "
+        f"(as of {summary['as_of']})"
+    )
+
+
 def _prepare(ctx: StageContext) -> str:
     from segmentation import prepare
 
     config = ctx.config
+    built = config.data.kind == "transactions"
     try:
         prepared = prepare.load_customers(
-            ctx.raw.path, config.table, config.prepare.on_invalid, config.data.as_of
+            ctx.catalog.path("customers") if built else ctx.raw.path,
+            config.table,
+            config.prepare.on_invalid,
+            None if built else config.data.as_of,
         )
     except ConfigError as exc:
         raise ctx.located(exc) from None
@@ -345,10 +377,20 @@ SELECT_K_CLUSTER_PARAMS = ("cluster.k", "cluster.n_init", "cluster.max_iter", "c
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
+        # A purchase log is aggregated into a customer table first; a customer table passes through.
+        Stage(
+            name="customers",
+            params=("data.kind", "data.delimiter", "data.as_of", "transactions"),
+            upstream=(),
+            outputs=(CUSTOMERS, CUSTOMERS_SUMMARY),
+            reads_data=True,
+            code=("segmentation.stages", "segmentation.transactions", "segmentation.dataset"),
+            run=_customers,
+        ),
         Stage(
             name="prepare",
             params=("data.as_of", "columns", "features", "scaling", "prepare.on_invalid"),
-            upstream=(),
+            upstream=("customers",),
             outputs=(artifacts.PREPARED, artifacts.PREPARE_SUMMARY, artifacts.REJECTS),
             reads_data=True,
             code=("segmentation.stages", "segmentation.prepare", "segmentation.dataset"),

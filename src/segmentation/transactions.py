@@ -1,0 +1,308 @@
+"""Stage 0, customers: a purchase log (one row per order or line item, in one file or many)
+aggregated into one row per customer: recency, frequency, monetary value and their kin.
+
+The log is never loaded whole: Polars scans it lazily and the streaming engine aggregates it, so
+memory follows the number of customers, not of purchases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segmentation.config import TransactionsConfig
+from segmentation.errors import ConfigError, DataError
+from segmentation.reading import detect_separator, header_line
+from segmentation.schema import ID
+
+# Internal column names of the normalised log.
+CUSTOMER, TIME, ORDER, AMOUNT = "_customer", "_time", "_order", "_amount"
+TIME_TEXT, AMOUNT_TEXT = "_time_text", "_amount_text"
+SHOWN_PROBLEMS = 3
+"""Problem rows named in an error, at most."""
+
+
+@dataclass(frozen=True)
+class BuiltCustomers:
+    customers: pl.DataFrame
+    """One row per customer: `customer_id` and the built table's columns, sorted by id."""
+    summary: dict[str, Any]
+    """What the log held and what was left out, and the as_of date used."""
+
+
+def _headers(path: Path, whitespace: bool) -> tuple[str, ...]:
+    if path.suffix.lower() == ".parquet":
+        return tuple(pl.read_parquet_schema(path))
+    line = header_line(path)
+    if whitespace:
+        return tuple(line.split())
+    return tuple(part.strip() for part in line.split(detect_separator(line)))
+
+
+def _log_headers(files: Sequence[Path], whitespace: bool) -> tuple[str, ...]:
+    """The log's columns, the same in every file; refused naming the first file that differs."""
+    try:
+        first = _headers(files[0], whitespace)
+        for path in files[1:]:
+            other = _headers(path, whitespace)
+            if other != first:
+                raise DataError(
+                    f"{path}: its columns ({', '.join(other)}) differ from {files[0].name}'s "
+                    f"({', '.join(first)}); every file of data.path must have the same columns"
+                )
+    except (OSError, UnicodeDecodeError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"{files[0]}: not a readable log ({str(exc).splitlines()[0]})") from None
+    return first
+
+
+def _scan(files: Sequence[Path], headers: tuple[str, ...], whitespace: bool) -> pl.LazyFrame:
+    """The log's columns as text (Parquet: as stored), lazily, one frame over every file."""
+    paths = [str(path) for path in files]
+    if files[0].suffix.lower() == ".parquet":
+        return pl.scan_parquet(paths)
+    if whitespace:
+        # Fields separated by runs of spaces: each line is read whole, then split.
+        lines = pl.scan_csv(
+            paths,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            skip_rows=1,
+            new_columns=["line"],
+            schema_overrides={"line": pl.String},
+        )
+        parts = pl.col("line").str.strip_chars().str.split_exact(" ", len(headers) - 1)
+        return (
+            lines.filter(pl.col("line").str.strip_chars() != "")
+            .with_columns(pl.col("line").str.replace_all(r"\s+", " "))
+            .select(parts.struct.rename_fields(list(headers)).alias("fields"))
+            .unnest("fields")
+        )
+    separator = detect_separator(header_line(files[0]))
+    return pl.scan_csv(paths, separator=separator, infer_schema=False)
+
+
+def _require(headers: tuple[str, ...], config: TransactionsConfig, source: str) -> None:
+    for key in ("customer", "time", "order", "amount", "quantity", "unit_price"):
+        column = getattr(config, key)
+        if column is not None and column not in headers:
+            raise DataError(
+                f"{source}: no column '{column}' (transactions.{key}); the log has "
+                f"{', '.join(headers)}; fix transactions.{key} in the config"
+            )
+
+
+def _number(column: str, dtype: pl.DataType) -> pl.Expr:
+    value = pl.col(column)
+    return (
+        value.cast(pl.Float64)
+        if dtype.is_numeric()
+        else value.str.strip_chars().cast(pl.Float64, strict=False)
+    )
+
+
+def _time(column: str, dtype: pl.DataType, time_format: str | None) -> pl.Expr:
+    value = pl.col(column)
+    if dtype.is_temporal():
+        return value.cast(pl.Datetime("us"))
+    text = value.cast(pl.String).str.strip_chars()
+    if time_format is not None and not any(
+        part in time_format for part in ("%H", "%M", "%S", "%T")
+    ):
+        return text.str.to_date(time_format, strict=False).cast(pl.Datetime("us"))
+    return text.str.to_datetime(time_format, strict=False, time_unit="us")
+
+
+def _normalised(
+    scan: pl.LazyFrame, config: TransactionsConfig, keep: tuple[str, ...] = ()
+) -> pl.LazyFrame:
+    """The log as (customer, time, order, amount) after `transactions.where`, with the raw time
+    and amount text kept for explaining problems (and the `keep` columns as they are)."""
+    schema = scan.collect_schema()
+    if config.where is not None:
+        try:
+            condition = pl.sql_expr(config.where)
+        except pl.exceptions.PolarsError as exc:
+            raise ConfigError(
+                f"transactions.where {config.where!r} is not a SQL expression "
+                f"({str(exc).splitlines()[0]}); fix it",
+                key="transactions.where",
+            ) from None
+        scan = scan.filter(condition)
+    if config.amount is not None:
+        amount = _number(config.amount, schema[config.amount])
+        raw_amount = pl.col(config.amount).cast(pl.String)
+    else:
+        quantity, price = config.quantity or "", config.unit_price or ""
+        amount = _number(quantity, schema[quantity]) * _number(price, schema[price])
+        raw_amount = pl.col(quantity).cast(pl.String) + " x " + pl.col(price).cast(pl.String)
+    customer = pl.col(config.customer).cast(pl.String).str.strip_chars()
+    order = pl.col(config.order).cast(pl.String) if config.order else pl.lit(None, pl.String)
+    return scan.select(
+        *keep,
+        pl.when(customer == "").then(None).otherwise(customer).alias(CUSTOMER),
+        _time(config.time, schema[config.time], config.time_format).alias(TIME),
+        order.alias(ORDER),
+        amount.alias(AMOUNT),
+        pl.col(config.time).cast(pl.String).alias(TIME_TEXT),
+        raw_amount.alias(AMOUNT_TEXT),
+    )
+
+
+BAD_TIME = pl.col(TIME).is_null() & pl.col(TIME_TEXT).is_not_null()
+BAD_AMOUNT = pl.col(AMOUNT).is_null() & pl.col(AMOUNT_TEXT).is_not_null()
+
+
+def _first_problems(
+    files: Sequence[Path],
+    headers: tuple[str, ...],
+    whitespace: bool,
+    config: TransactionsConfig,
+    bad: pl.Expr,
+    shown: str,
+) -> str:
+    """`file:line 'value'` of the first rows that `bad` flags: each file is scanned again with its
+    line numbers, only once a problem is known to exist."""
+    for path in files:
+        parquet = path.suffix.lower() == ".parquet"
+        scan = _scan([path], headers, whitespace).with_row_index("_row", offset=1 if parquet else 2)
+        rows = _normalised(scan, config, keep=("_row",)).filter(bad).head(SHOWN_PROBLEMS).collect()
+        if rows.height:
+            where = "row" if parquet else "line"
+            return (
+                "; ".join(
+                    f"{where} {row} {text!r}"
+                    for row, text in rows.select("_row", shown).iter_rows()
+                )
+                + f" (in {path})"
+            )
+    return "(rows not found again)"
+
+
+def build_customers(
+    files: Sequence[Path],
+    config: TransactionsConfig,
+    whitespace: bool,
+    as_of: str | None,
+    source: str,
+) -> BuiltCustomers:
+    """One row per customer of a purchase log, aggregated with the streaming engine.
+
+    Parameters
+    ----------
+    files : sequence of Path
+        The log's files (CSV with `,` `;` tab or `|`, whitespace-separated text, or Parquet).
+    config : TransactionsConfig
+        Which columns hold the customer, time, order and value; the filter; how returns count.
+    whitespace : bool
+        True when fields are separated by runs of spaces (`data.delimiter: whitespace`).
+    as_of : str or None
+        The date recency is measured at (ISO); None: the day after the last purchase.
+    source : str
+        How the data is named in messages (data.path).
+    """
+    headers = _log_headers(files, whitespace)
+    _require(headers, config, source)
+    log = _normalised(_scan(files, headers, whitespace), config)
+    occasion = pl.col(ORDER) if config.order else pl.col(TIME).dt.date()
+    counts = log.select(
+        pl.len().alias("rows"),
+        BAD_TIME.sum().alias("bad_time"),
+        BAD_AMOUNT.sum().alias("bad_amount"),
+        pl.col(CUSTOMER).is_null().sum().alias("no_customer"),
+        (pl.col(AMOUNT) < 0).sum().alias("negative"),
+        pl.col(TIME).max().alias("last"),
+    )
+    purchases = log.filter(pl.col(CUSTOMER).is_not_null())
+    if config.returns == "drop":
+        purchases = purchases.filter(pl.col(AMOUNT) >= 0)
+    per_customer = purchases.group_by(CUSTOMER).agg(
+        pl.col(TIME).min().alias("first"),
+        pl.col(TIME).max().alias("last"),
+        occasion.n_unique().alias("frequency"),
+        pl.col(AMOUNT).sum().alias("monetary"),
+    )
+    try:
+        totals, grouped = pl.collect_all([counts, per_customer], engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{source}: not a readable log ({str(exc).splitlines()[0]})") from None
+    total = totals.row(0, named=True)
+    fix = "fix those rows, or filter them out with transactions.where"
+    if total["bad_time"]:
+        where = _first_problems(files, headers, whitespace, config, BAD_TIME, TIME_TEXT)
+        shape = config.time_format or "ISO 8601"
+        raise DataError(
+            f"{source}: {total['bad_time']} time value(s) in {config.time} not in the format "
+            f"{shape}: {where}; {fix}, or set transactions.time_format"
+        )
+    if total["bad_amount"]:
+        where = _first_problems(files, headers, whitespace, config, BAD_AMOUNT, AMOUNT_TEXT)
+        raise DataError(
+            f"{source}: {total['bad_amount']} purchase value(s) that are not numbers: {where}; {fix}"
+        )
+    if grouped.height == 0:
+        raise DataError(
+            f"{source}: no purchase left ({total['rows']} row(s) after transactions.where, "
+            f"{total['no_customer']} without a customer id); check the filter and the customer column"
+        )
+    if grouped.height == 1:
+        raise DataError(f"{source}: every purchase is by one customer; there is nothing to segment")
+    last: dt.datetime = grouped["last"].max()  # type: ignore[assignment]
+    reference = (
+        dt.date.fromisoformat(as_of) if as_of is not None else last.date() + dt.timedelta(days=1)
+    )
+    if last.date() > reference:
+        late = grouped.filter(pl.col("last").dt.date() > reference).height
+        raise DataError(
+            f"{source}: {late} customer(s) bought after data.as_of {reference.isoformat()} (the "
+            f"last purchase is on {last.date().isoformat()}); set data.as_of on or after it"
+        )
+    customers = _customer_table(grouped, reference)
+    negative = customers.filter(pl.col("monetary") < 0)
+    customers = customers.filter(pl.col("monetary") >= 0)
+    summary = {
+        "files": [str(path) for path in files],
+        "rows": int(total["rows"]),
+        "rows_without_customer": int(total["no_customer"]),
+        "negative_amounts": int(total["negative"]),
+        "returns": config.returns,
+        "occasion": f"distinct {config.order}" if config.order else "distinct customer-day",
+        "where": config.where,
+        "customers": customers.height,
+        "customers_with_negative_total": negative.height,
+        "as_of": reference.isoformat(),
+        "as_of_from": "data.as_of" if as_of is not None else "the day after the last purchase",
+        "first_purchase": grouped["first"].min().date().isoformat(),  # type: ignore[union-attr]
+        "last_purchase": last.date().isoformat(),
+    }
+    return BuiltCustomers(customers=customers, summary=summary)
+
+
+def _customer_table(grouped: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:
+    """The built table's columns from each customer's first and last purchase, occasions and total."""
+    reference = pl.lit(as_of)
+    days_between = (pl.col("last").dt.date() - pl.col("first").dt.date()).dt.total_days()
+    return grouped.select(
+        pl.col(CUSTOMER).alias(ID),
+        (reference - pl.col("last").dt.date())
+        .dt.total_days()
+        .cast(pl.Float64)
+        .alias("recency_days"),
+        pl.col("frequency").cast(pl.Float64),
+        pl.col("monetary"),
+        (pl.col("monetary") / pl.col("frequency")).alias("average_order_value"),
+        (reference - pl.col("first").dt.date())
+        .dt.total_days()
+        .cast(pl.Float64)
+        .alias("tenure_days"),
+        pl.when(pl.col("frequency") > 1)
+        .then(days_between / (pl.col("frequency") - 1))
+        .otherwise(None)
+        .cast(pl.Float64)
+        .alias("mean_days_between_purchases"),
+    ).sort(ID)
