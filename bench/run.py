@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import transactions as tx
 import yaml
 from generate import DATA_DIR, Dataset, ensure, parse_rows
 from sklearn.metrics import adjusted_rand_score
@@ -133,6 +135,11 @@ class Result:
     ari: float | None = None
     report_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    customers: int | None = None
+    """Transaction rows: the customers the log holds."""
+    table_seconds: float | None = None
+    """Transaction rows: the time of building the customer table (the pipeline's `customers`
+    stage; pandas reading the parts and aggregating, without its imports)."""
 
     @property
     def ok(self) -> bool:
@@ -318,6 +325,235 @@ def run_baseline(data: Dataset, timeout: float, keep: bool, logs: Path, say: Say
     return result
 
 
+TRANSACTIONS_COLUMNS = {
+    "customer": "customer_id",
+    "time": "invoice_date",
+    "order": "order_id",
+    "quantity": "quantity",
+    "unit_price": "unit_price",
+    "returns": "net",
+}
+"""The `transactions:` section for the generated logs (bench/transactions.py)."""
+
+
+def transactions_config(base: Path, data: tx.Transactions) -> str:
+    """The repo's config with `data.kind: transactions` reading the generated log's parts (a
+    glob), no download or hash check, as_of the day after the last purchase; the customer table's
+    `columns:` and `features:` left out (the built table's defaults: recency, frequency, monetary),
+    and segments named from the columns' labels (the shipped vocabulary speaks of income)."""
+    config: dict[str, Any] = yaml.safe_load(base.read_text()) or {}
+    config["data"] = {
+        "kind": "transactions",
+        "path": str(data.glob),
+        "as_of": None,
+        "url": None,
+        "sha256": None,
+    }
+    config.pop("columns", None)
+    config.pop("features", None)
+    config["naming"] = None
+    config["transactions"] = dict(TRANSACTIONS_COLUMNS)
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def run_transactions_pipeline(
+    data: tx.Transactions,
+    customers: int,
+    segment: Path,
+    base_config: Path,
+    timeout: float,
+    keep: bool,
+    logs: Path,
+    say: Say,
+) -> Result:
+    project = Path(tempfile.mkdtemp(prefix=f"segbench-tx{data.rows}-pipeline-"))
+    (project / "config.yaml").write_text(transactions_config(base_config, data))
+    say(f"pipeline, {data.rows:,} transactions: running in {project}")
+    measured = measure(
+        [str(segment), "run", "--config", "config.yaml"], project, project / "run.log", timeout
+    )
+    result = Result(
+        data.rows,
+        "pipeline",
+        status_of(measured, timeout),
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
+        peak_rss=measured.peak_rss,
+        customers=customers,
+    )
+    stages = stage_seconds(measured.log)
+    result.table_seconds = stages.get("customers")
+    if stages:
+        result.notes.append(f"stages: {stage_times(measured.log)}")
+    if result.ok:
+        latest = project / "artifacts" / "latest"
+
+        def chosen_k() -> None:
+            selection = json.loads((latest / "k_selection.json").read_text())
+            result.chosen_k = int(selection["chosen_k"])
+
+        def rand_index() -> None:
+            assignments = pl.read_parquet(latest / "assignments.parquet")
+            result.ari = ari(data.truth, assignments, "segment_id")
+
+        def report() -> None:
+            result.report_bytes = (project / "reports" / "latest" / "index.html").stat().st_size
+
+        def table_time() -> None:
+            if result.table_seconds is None:
+                raise ValueError("no `customers` stage line in the run log")
+
+        read_outputs(
+            result,
+            {
+                "the customers stage's time": table_time,
+                "k_selection.json": chosen_k,
+                "assignments.parquet": rand_index,
+                "report": report,
+            },
+            say,
+        )
+    finish(result, measured, project, keep, logs, say, prefix="tx")
+    return result
+
+
+def run_transactions_pandas(
+    data: tx.Transactions, customers: int, timeout: float, keep: bool, logs: Path, say: Say
+) -> Result:
+    folder = Path(tempfile.mkdtemp(prefix=f"segbench-tx{data.rows}-pandas-"))
+    say(f"pandas, {data.rows:,} transactions: running in {folder}")
+    result_json = folder / "result.json"
+    command = [
+        sys.executable,
+        str(BENCH / "baseline_transactions.py"),
+        "--parts",
+        str(data.glob),
+        "--result",
+        str(result_json),
+    ]
+    measured = measure(command, folder, folder / "run.log", timeout)
+    result = Result(
+        data.rows,
+        "pandas",
+        status_of(measured, timeout),
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
+        peak_rss=measured.peak_rss,
+        customers=customers,
+    )
+    if result.ok:
+
+        def outputs() -> None:
+            found = json.loads(result_json.read_text())
+            result.table_seconds = float(found["seconds"])
+            result.notes.append(
+                f"read {found['read_seconds']:.1f} s, aggregate {found['aggregate_seconds']:.1f} s"
+            )
+
+        read_outputs(result, {"result.json": outputs}, say)
+    finish(result, measured, folder, keep, logs, say, prefix="tx")
+    return result
+
+
+def transactions_table(results: list[Result]) -> str:
+    pandas_seconds = {
+        r.rows: r.table_seconds for r in results if r.tool == "pandas" and r.table_seconds
+    }
+    lines = [
+        "| transactions | customers | tool | status | customer table (s) | rows/s (customer"
+        " table) | wall time (s) | CPU time (s) | peak memory (MB) | chosen k | ARI | customer"
+        " table / pandas |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        measured = r.seconds is not None and not r.status.startswith("skipped")
+        ratio = NA
+        if r.table_seconds is not None and r.rows in pandas_seconds:
+            ratio = f"{r.table_seconds / pandas_seconds[r.rows]:.2f}x"
+        cells = [
+            fmt_rows(r.rows),
+            NA if r.customers is None else f"{r.customers:,}",
+            r.tool,
+            r.status,
+            NA if r.table_seconds is None else f"{r.table_seconds:,.1f}",
+            NA if not r.table_seconds else f"{r.rows / r.table_seconds:,.0f}",
+            f"{r.seconds:,.1f}" if measured and r.seconds is not None else NA,
+            f"{r.cpu_seconds:,.1f}" if measured and r.cpu_seconds is not None else NA,
+            fmt_mb(r.peak_rss) if measured else NA,
+            NA if r.chosen_k is None else str(r.chosen_k),
+            NA if r.ari is None else f"{r.ari:.4f}",
+            ratio,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+TRANSACTIONS_ARI = 0.9
+
+
+def transactions_checks(results: list[Result], asked: list[int]) -> list[Check]:
+    """At 100M transactions peak memory under 4 GB; at 10M the customers stage at most 1/4 of
+    pandas' time; the ARI at least 0.9 at every size run."""
+
+    def find(rows: int, tool: str) -> Result | None:
+        return next((r for r in results if r.rows == rows and r.tool == tool), None)
+
+    def verdict(passed: bool) -> str:
+        return "PASS" if passed else "FAIL"
+
+    found: list[Check] = []
+    big = find(100_000_000, "pipeline")
+    target = "100M transactions: pipeline peak memory < 4 GB"
+    if big is None:
+        found.append(Check("SKIP", target, "not run at 100M transactions"))
+    elif big.peak_rss is None:
+        found.append(Check("FAIL", target, f"pipeline {big.status}, no measurement"))
+    else:
+        note = "" if big.ok else f" (run {big.status})"
+        found.append(
+            Check(
+                verdict(big.ok and big.peak_rss < 4_000 * MB),
+                target,
+                f"{fmt_mb(big.peak_rss)} MB{note}",
+            )
+        )
+
+    ten_m, pandas = find(10_000_000, "pipeline"), find(10_000_000, "pandas")
+    target = "10M transactions: customers stage <= 1/4 of pandas' customer table"
+    if ten_m is None or pandas is None:
+        found.append(Check("SKIP", target, "needs the pipeline and pandas at 10M transactions"))
+    elif not pandas.ok or pandas.table_seconds is None:
+        found.append(Check("SKIP", target, f"pandas {pandas.status}"))
+    elif ten_m.table_seconds is None:
+        found.append(Check("FAIL", target, f"pipeline {ten_m.status}, no customers stage time"))
+    else:
+        ratio = ten_m.table_seconds / pandas.table_seconds
+        found.append(
+            Check(
+                verdict(ratio <= 0.25),
+                target,
+                f"{ten_m.table_seconds:.2f} s vs {pandas.table_seconds:.2f} s (ratio {ratio:.2f})",
+            )
+        )
+
+    for rows in asked:
+        run = find(rows, "pipeline")
+        target = f"{fmt_rows(rows)} transactions: pipeline ARI >= {TRANSACTIONS_ARI}"
+        if run is None:
+            found.append(Check("SKIP", target, "pipeline not run"))
+        elif run.ari is None:
+            found.append(Check("FAIL", target, f"pipeline {run.status}, no assignments"))
+        else:
+            found.append(
+                Check(
+                    verdict(run.ari >= TRANSACTIONS_ARI),
+                    target,
+                    f"ARI = {run.ari:.4f}, k = {run.chosen_k} (true k {len(tx.GROUPS)})",
+                )
+            )
+    return found
+
+
 @dataclass
 class SampleRun:
     """One pipeline run of the sample-size study."""
@@ -431,11 +667,17 @@ def sample_table(runs: list[SampleRun], rows: int) -> str:
 
 
 def finish(
-    result: Result, measured: Measurement, folder: Path, keep: bool, logs: Path, say: Say
+    result: Result,
+    measured: Measurement,
+    folder: Path,
+    keep: bool,
+    logs: Path,
+    say: Say,
+    prefix: str = "",
 ) -> None:
     """Say how the run went, keep its log in `logs`, and remove its folder unless it failed."""
     logs.mkdir(parents=True, exist_ok=True)
-    kept_log = logs / f"{result.rows}-{result.tool}.log"
+    kept_log = logs / f"{prefix}{result.rows}-{result.tool}.log"
     shutil.copyfile(measured.log, kept_log)
     say(
         f"  {result.status}: {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU, "
@@ -730,6 +972,19 @@ def main(argv: list[str] | None = None) -> int:
         help="rows of the data set of the sample-size study",
     )
     parser.add_argument(
+        "--transactions",
+        type=lambda text: [parse_rows(part) for part in text.split(",") if part.strip()],
+        default=[],
+        help="purchase-log sizes (transactions), e.g. 10M,100M: the pipeline with data.kind"
+        " transactions against pandas building the same customer table ('' skips them)",
+    )
+    parser.add_argument(
+        "--pandas-max",
+        type=parse_rows,
+        default=10_000_000,
+        help="build the customer table with pandas only up to this many transactions",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary project folders of good runs too"
     )
     parser.add_argument(
@@ -769,6 +1024,33 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results.append(run_baseline(data, args.timeout, args.keep, logs, say))
 
+    tx_results: list[Result] = []
+    for rows in args.transactions:
+        log_data = tx.ensure(rows, args.seed, args.data_dir, log=say)
+        customers = pl.scan_parquet(log_data.truth).select(pl.len()).collect().item()
+        if "pipeline" in tools:
+            tx_results.append(
+                run_transactions_pipeline(
+                    log_data,
+                    customers,
+                    args.segment,
+                    args.config,
+                    args.timeout,
+                    args.keep,
+                    logs,
+                    say,
+                )
+            )
+        if "baseline" in tools:
+            if rows > args.pandas_max:
+                reason = f"skipped (> --pandas-max {args.pandas_max:,} transactions)"
+                tx_results.append(Result(rows, "pandas", reason, customers=customers))
+                say(f"pandas, {rows:,} transactions: {reason}")
+            else:
+                tx_results.append(
+                    run_transactions_pandas(log_data, customers, args.timeout, args.keep, logs, say)
+                )
+
     study: list[SampleRun] = []
     if args.sample_sizes and "pipeline" in tools:
         data = ensure(args.sample_study_rows, args.seed, args.data_dir, log=say)
@@ -776,18 +1058,22 @@ def main(argv: list[str] | None = None) -> int:
             data, args.segment, args.config, args.sample_sizes, args.timeout, say
         )
 
-    rendered = table(results)
+    rendered = table(results) if results else ""
     studied = sample_table(study, args.sample_study_rows) if study else ""
-    verdicts = checks(results)
+    tx_rendered = transactions_table(tx_results) if tx_results else ""
+    verdicts = checks(results) if results else []
     if study:
         verdicts.append(sample_check(study, default_sample_size(args.config)))
-    say("\n" + rendered + "\n")
-    if studied:
-        say(studied + "\n")
+    if args.transactions:
+        verdicts.extend(transactions_checks(tx_results, args.transactions))
+    for text in (rendered, studied, tx_rendered):
+        if text:
+            say("\n" + text)
+    say("")
     for check in verdicts:
         say(check.line())
 
-    command = "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python bench/run.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.results.write_text(
         "\n".join(
             [
@@ -797,20 +1083,25 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 *machine(load_at_start),
                 "",
-                rendered,
-                "",
+                *([rendered, ""] if rendered else []),
                 *(f"- {fmt_rows(r.rows)} {r.tool}: {note}" for r in results for note in r.notes),
                 "",
-                "Wall time, CPU time (user + system, every thread and process) and peak memory (all"
-                " the run's processes at once) cover the whole run: imports, reading the CSV,"
-                " writing every output. On a busy machine (see the load average) wall time grows,"
-                " CPU time much less. Memory and sizes are in decimal MB. The baseline's report"
-                " size is its two PNG plots; the pipeline's, reports/latest/index.html. ARI is"
-                " against the true groups of the generated data. The pipeline runs from"
-                " .venv-bench (the runtime lock only, as users and the image install it); its"
-                " report reuses the Vega bundle kept in the user cache (built once per vl-convert"
-                " version, about 1 s; the first run on a machine pays it).",
-                "",
+                *(
+                    []
+                    if not results
+                    else [
+                        "Wall time, CPU time (user + system, every thread and process) and peak memory (all"
+                        " the run's processes at once) cover the whole run: imports, reading the CSV,"
+                        " writing every output. On a busy machine (see the load average) wall time grows,"
+                        " CPU time much less. Memory and sizes are in decimal MB. The baseline's report"
+                        " size is its two PNG plots; the pipeline's, reports/latest/index.html. ARI is"
+                        " against the true groups of the generated data. The pipeline runs from"
+                        " .venv-bench (the runtime lock only, as users and the image install it); its"
+                        " report reuses the Vega bundle kept in the user cache (built once per vl-convert"
+                        " version, about 1 s; the first run on a machine pays it).",
+                        "",
+                    ]
+                ),
                 *(
                     [
                         "## How large select-k's sample must be",
@@ -825,6 +1116,30 @@ def main(argv: list[str] | None = None) -> int:
                         "",
                     ]
                     if studied
+                    else []
+                ),
+                *(
+                    [
+                        "## Purchase logs: the customer table built from transactions",
+                        "",
+                        "Generated logs (bench/transactions.py: 5 RFM groups, 10 Parquet parts)."
+                        " The pipeline runs with `data.kind: transactions` on the parts' glob;"
+                        " `customer table` is its `customers` stage (from the run log), or"
+                        " pandas reading every part and aggregating with `groupby().agg()`"
+                        " (bench/baseline_transactions.py, without its imports). Wall time, CPU"
+                        " time and peak memory cover the whole run (the pipeline: every stage)."
+                        " ARI is against the true groups, joined on customer_id.",
+                        "",
+                        tx_rendered,
+                        "",
+                        *(
+                            f"- {fmt_rows(r.rows)} transactions, {r.tool}: {note}"
+                            for r in tx_results
+                            for note in r.notes
+                        ),
+                        "",
+                    ]
+                    if tx_rendered
                     else []
                 ),
                 "```",
