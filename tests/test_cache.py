@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from conftest import VersionedProject
 
 ALL = frozenset(STAGES)
+FROM_PREPARE = ALL - {"customers"}
 FROM_SELECT_K = frozenset({"select-k", "cluster", "visualize", "report"})
 FROM_CLUSTER = frozenset({"cluster", "visualize", "report"})
 FROM_VISUALIZE = frozenset({"visualize", "report"})
@@ -69,12 +70,12 @@ INVALIDATION = [
     (
         "columns",
         [*SHIPPED.resolved()["columns"][:3], {"name": "annual_income", "type": "numeric"}],
-        ALL,
+        FROM_PREPARE,
     ),
     ("naming", None, FROM_CLUSTER),
-    ("features", ["age", "annual_income"], ALL),
-    ("scaling", "minmax", ALL),
-    ("prepare.on_invalid", "drop", ALL),
+    ("features", ["age", "annual_income"], FROM_PREPARE),
+    ("scaling", "minmax", FROM_PREPARE),
+    ("prepare.on_invalid", "drop", FROM_PREPARE),
     ("select_k.k_min", 3, FROM_SELECT_K),
     ("select_k.k_max", 8, FROM_SELECT_K),
     ("select_k.rule", "elbow", FROM_SELECT_K),
@@ -106,8 +107,21 @@ def leaf_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
     return keys
 
 
-def with_value(key: str, value: Any) -> Config:
-    resolved = SHIPPED.resolved()
+PURCHASE_LOG = load_config(Path(__file__).resolve().parents[1] / "examples" / "cdnow.yaml")
+"""A purchase log's config: the keys a customer table does not have."""
+# (dotted key, another valid value, the stages whose cache key must change) on PURCHASE_LOG
+LOG_INVALIDATION = [
+    ("data.kind", "customers", ALL),
+    ("data.delimiter", None, ALL),
+    ("data.as_of", "1998-08-01", ALL),
+    ("transactions", {"customer": "customer_id", "time": "date", "amount": "dollar_value"}, ALL),
+    ("features", ["recency_days", "frequency"], FROM_PREPARE),
+]
+"""Changing the kind to customers needs `columns:`: that row swaps the whole data section."""
+
+
+def with_value(key: str, value: Any, base: Config | None = None) -> Config:
+    resolved = (base or SHIPPED).resolved()
     *sections, leaf = key.split(".")
     node = resolved
     for section in sections:
@@ -120,8 +134,34 @@ def changed_stages(before: dict[str, str], after: dict[str, str]) -> set[str]:
     return {stage for stage in before if before[stage] != after[stage]}
 
 
-def test_the_invalidation_table_covers_every_config_key() -> None:
-    assert {key for key, _, _ in INVALIDATION} == leaf_keys(SHIPPED.resolved())
+def test_the_invalidation_tables_cover_every_config_key() -> None:
+    assert {key for key, _, _ in INVALIDATION} == leaf_keys(SHIPPED.resolved()) - {
+        "data.kind",
+        "data.delimiter",
+        "transactions",
+    }
+    only_logs = leaf_keys(PURCHASE_LOG.resolved()) - leaf_keys(SHIPPED.resolved())
+    needed = {"transactions" if key.startswith("transactions.") else key for key in only_logs}
+    assert {key for key, _, _ in LOG_INVALIDATION} >= needed | {"data.kind", "data.delimiter"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"), LOG_INVALIDATION, ids=[key for key, _, _ in LOG_INVALIDATION]
+)
+def test_a_purchase_log_key_invalidates_exactly_the_stages_that_depend_on_it(
+    key: str, value: Any, expected: frozenset[str]
+) -> None:
+    resolved = PURCHASE_LOG.resolved()
+    if key == "data.kind":
+        resolved["data"] = {**resolved["data"], "kind": "customers", "delimiter": None}
+        resolved |= {"transactions": None, "columns": SHIPPED.resolved()["columns"]}
+        resolved["features"] = ["annual_income", "spending_score"]
+        config = Config.model_validate(resolved)
+    else:
+        config = with_value(key, value, PURCHASE_LOG)
+    assert config.resolved() != PURCHASE_LOG.resolved(), "the new value must be a change"
+    before = stage_keys(PURCHASE_LOG, DATA_SHA)
+    assert changed_stages(before, stage_keys(config, DATA_SHA)) == expected
 
 
 @pytest.mark.parametrize(
@@ -241,7 +281,7 @@ def keys_with_package(folder: Path) -> dict[str, str]:
         ("cluster.py", FROM_CLUSTER),
         ("select_k.py", FROM_SELECT_K),
         ("kmeans.py", FROM_SELECT_K),
-        ("prepare.py", ALL),
+        ("prepare.py", FROM_PREPARE),
         ("stages.py", ALL),
         ("artifacts.py", ALL),
         ("__init__.py", ALL),
@@ -302,6 +342,7 @@ def test_a_chart_setting_reruns_only_the_charts_and_the_report(
     versioned_project: VersionedProject,
 ) -> None:
     expected = {
+        "customers": "reused",
         "prepare": "reused",
         "select-k": "reused",
         "cluster": "reused",
@@ -337,13 +378,13 @@ def test_the_list_of_versions_shows_both(versioned_project: VersionedProject) ->
         assert f'href="{version}/index.html"' in html
 
 
-def test_other_features_rerun_every_stage(
+def test_other_features_rerun_every_stage_from_prepare(
     versioned_project: VersionedProject, copy_project: Path, write_variant: WriteVariant
 ) -> None:
     write_variant(copy_project, "other.yaml", {"features": ["spending_score", "annual_income"]})
     result = invoke("run", "--config", "other.yaml")
     assert result.exit_code == 0, result.output
-    assert logged(result) == dict.fromkeys(STAGES, "ran")
+    assert logged(result) == {"customers": "reused"} | dict.fromkeys(FROM_PREPARE, "ran")
     assert version_of(result) not in {versioned_project.a, versioned_project.b}
 
 
@@ -366,13 +407,23 @@ def test_the_versions_outlive_the_cache(
 def test_force_reruns_the_stage_even_when_cached(copy_project: Path) -> None:
     result = invoke("cluster", "--force")
     assert result.exit_code == 0, result.output
-    assert logged(result) == {"prepare": "reused", "select-k": "reused", "cluster": "ran"}
+    assert logged(result) == {
+        "customers": "reused",
+        "prepare": "reused",
+        "select-k": "reused",
+        "cluster": "ran",
+    }
 
 
 def test_without_force_the_cached_stage_is_reused(copy_project: Path) -> None:
     result = invoke("cluster")
     assert result.exit_code == 0, result.output
-    assert logged(result) == {"prepare": "reused", "select-k": "reused", "cluster": "reused"}
+    assert logged(result) == {
+        "customers": "reused",
+        "prepare": "reused",
+        "select-k": "reused",
+        "cluster": "reused",
+    }
 
 
 # --- damaged cache entries ----------------------------------------------------------------------
@@ -409,6 +460,7 @@ def test_a_damaged_cache_entry_is_not_reused(
     result = invoke("run", "--config", "tall.yaml")
     assert result.exit_code == 0, result.output
     assert logged(result) == {
+        "customers": "reused",
         "prepare": "reused",
         "select-k": "reused",
         "cluster": "ran",

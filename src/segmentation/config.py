@@ -245,6 +245,10 @@ def _schema_problem(config: Config) -> tuple[tuple[str | int, ...], str] | None:
         return None
     if config.transactions is not None:
         return ("transactions",), "applies to data.kind: transactions only"
+    if config.data.delimiter is not None:
+        return ("data", "delimiter"), (
+            "whitespace-separated text is read for purchase logs only; save the table as CSV"
+        )
     if not config.columns:
         return ("columns",), "declare the table's columns (segment init FILE writes them for you)"
     if not config.features:
