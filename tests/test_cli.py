@@ -231,7 +231,7 @@ def test_manifest_records_the_report_and_the_data(project: Project) -> None:
 
 def test_manifest_records_every_stage(project: Project) -> None:
     stages = project.read_json("manifest.json")["stages"]
-    assert set(stages) == {"prepare", "select-k", "cluster", "visualize", "report"}
+    assert set(stages) == {"customers", "prepare", "select-k", "cluster", "visualize", "report"}
 
 
 # --- reproducibility ----------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def test_a_stage_runs_the_missing_upstream_stages(
     result = invoke("cluster")
     assert result.exit_code == 0, result.output
     outputs = _stage_outputs(result)
-    assert list(outputs) == ["prepare", "select-k", "cluster"]
+    assert list(outputs) == ["customers", "prepare", "select-k", "cluster"]
     assert (outputs["prepare"] / "prepared.parquet").exists()
     assert (outputs["select-k"] / "k_selection.json").exists()
     assert pl.read_csv(outputs["cluster"] / "segments.csv")["size"].to_list() == [40, 30, 20]
@@ -355,7 +355,7 @@ def test_a_stage_alone_completes_no_version(
     make_project(workdir, blobs3)
     result = invoke("prepare")
     assert result.exit_code == 0
-    assert list(_stage_outputs(result)) == ["prepare"]
+    assert list(_stage_outputs(result)) == ["customers", "prepare"]
     assert not list((workdir / "artifacts").glob("*/manifest.json"))
     assert not list((workdir / "reports").glob("*/index.html"))
 
