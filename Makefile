@@ -52,6 +52,10 @@ all: $(RUNTIME_STAMP) ## Run every stage on CONFIG and print where the report is
 data: $(RUNTIME_STAMP) ## Download the data set (if missing) and check its SHA-256
 	$(SEGMENT) fetch --config $(CONFIG)
 
+.PHONY: customers
+customers: $(RUNTIME_STAMP) ## Stage 0: aggregate a purchase log into one row per customer (data.kind: transactions)
+	$(SEGMENT) customers --config $(CONFIG)
+
 .PHONY: prepare
 prepare: $(RUNTIME_STAMP) ## Stage 1: validate the data and build the feature matrix
 	$(SEGMENT) prepare --config $(CONFIG)
