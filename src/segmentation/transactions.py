@@ -23,6 +23,7 @@ from segmentation.schema import ID
 # Internal column names of the normalised log.
 CUSTOMER, TIME, ORDER, AMOUNT = "_customer", "_time", "_order", "_amount"
 TIME_TEXT, AMOUNT_TEXT = "_time_text", "_amount_text"
+BAD_TIME, BAD_AMOUNT = "_bad_time", "_bad_amount"
 SHOWN_PROBLEMS = 3
 """Problem rows named in an error, at most."""
 
@@ -118,44 +119,105 @@ def _time(column: str, dtype: pl.DataType, time_format: str | None) -> pl.Expr:
     return text.str.to_datetime(time_format, strict=False, time_unit="us")
 
 
+def _condition(where: str) -> pl.Expr:
+    try:
+        return pl.sql_expr(where)
+    except pl.exceptions.PolarsError as exc:
+        raise ConfigError(
+            f"transactions.where {where!r} is not a SQL expression "
+            f"({str(exc).splitlines()[0]}); fix it",
+            key="transactions.where",
+        ) from None
+
+
+def _numeric_text(scan: pl.LazyFrame, config: TransactionsConfig) -> tuple[str, ...]:
+    """The text columns `transactions.where` names whose every value is a number: the filter
+    compares them as numbers (a CSV's columns are read as text), as it would in a Parquet log."""
+    if config.where is None:
+        return ()
+    schema = scan.collect_schema()
+    names = [
+        name
+        for name in dict.fromkeys(_condition(config.where).meta.root_names())
+        if schema.get(name) == pl.String
+    ]
+    if not names:
+        return ()
+    text = {name: pl.col(name).str.strip_chars() for name in names}
+    counts = scan.select(
+        (value.cast(pl.Float64, strict=False).is_null() & (value != "")).sum().alias(name)
+        for name, value in text.items()
+    ).collect(engine="streaming")
+    return tuple(name for name in names if counts[name][0] == 0)
+
+
+def _given(column: str, dtype: pl.DataType) -> pl.Expr:
+    """True where the log holds a value (text: not empty)."""
+    value = pl.col(column)
+    if dtype == pl.String:
+        return value.is_not_null() & (value.str.strip_chars() != "")
+    return value.is_not_null()
+
+
 def _normalised(
-    scan: pl.LazyFrame, config: TransactionsConfig, keep: tuple[str, ...] = ()
+    scan: pl.LazyFrame,
+    config: TransactionsConfig,
+    keep: tuple[str, ...] = (),
+    numeric: tuple[str, ...] = (),
+    explain: bool = False,
 ) -> pl.LazyFrame:
-    """The log as (customer, time, order, amount) after `transactions.where`, with the raw time
-    and amount text kept for explaining problems (and the `keep` columns as they are)."""
+    """The log as (customer, time, order, amount) after `transactions.where`, with flags for an
+    unreadable time or amount; with `explain`, the raw time and amount text too (only to name
+    problem rows: text costs time and memory on every row). The `keep` columns pass as they are;
+    the `numeric` text columns are compared as numbers in the filter."""
     schema = scan.collect_schema()
     if config.where is not None:
+        condition = _condition(config.where)
+        view = scan.with_columns(pl.col(name).alias(f"_text_{name}") for name in numeric)
+        view = view.with_columns(
+            pl.col(name).str.strip_chars().cast(pl.Float64) for name in numeric
+        )
         try:
-            condition = pl.sql_expr(config.where)
+            view.head(0).filter(condition).collect()
         except pl.exceptions.PolarsError as exc:
             raise ConfigError(
-                f"transactions.where {config.where!r} is not a SQL expression "
-                f"({str(exc).splitlines()[0]}); fix it",
+                f"transactions.where {config.where!r} cannot filter the log "
+                f"({str(exc).splitlines()[0]}); the log has {', '.join(schema)}; fix it",
                 key="transactions.where",
             ) from None
-        scan = scan.filter(condition)
+        scan = (
+            view.filter(condition)
+            .with_columns(pl.col(f"_text_{name}").alias(name) for name in numeric)
+            .drop(f"_text_{name}" for name in numeric)
+        )
     if config.amount is not None:
         amount = _number(config.amount, schema[config.amount])
+        amount_given = _given(config.amount, schema[config.amount])
         raw_amount = pl.col(config.amount).cast(pl.String)
     else:
         quantity, price = config.quantity or "", config.unit_price or ""
         amount = _number(quantity, schema[quantity]) * _number(price, schema[price])
+        amount_given = _given(quantity, schema[quantity]) & _given(price, schema[price])
         raw_amount = pl.col(quantity).cast(pl.String) + " x " + pl.col(price).cast(pl.String)
-    customer = pl.col(config.customer).cast(pl.String).str.strip_chars()
-    order = pl.col(config.order).cast(pl.String) if config.order else pl.lit(None, pl.String)
+    customer = pl.col(config.customer).cast(pl.String)
+    if schema[config.customer] == pl.String:
+        customer = customer.str.strip_chars()
+    time = _time(config.time, schema[config.time], config.time_format)
+    texts = (
+        [pl.col(config.time).cast(pl.String).alias(TIME_TEXT), raw_amount.alias(AMOUNT_TEXT)]
+        if explain
+        else []
+    )
     return scan.select(
         *keep,
         pl.when(customer == "").then(None).otherwise(customer).alias(CUSTOMER),
-        _time(config.time, schema[config.time], config.time_format).alias(TIME),
-        order.alias(ORDER),
+        time.alias(TIME),
+        (pl.col(config.order) if config.order else pl.lit(None, pl.String)).alias(ORDER),
         amount.alias(AMOUNT),
-        pl.col(config.time).cast(pl.String).alias(TIME_TEXT),
-        raw_amount.alias(AMOUNT_TEXT),
+        (time.is_null() & _given(config.time, schema[config.time])).alias(BAD_TIME),
+        (amount.is_null() & amount_given).alias(BAD_AMOUNT),
+        *texts,
     )
-
-
-BAD_TIME = pl.col(TIME).is_null() & pl.col(TIME_TEXT).is_not_null()
-BAD_AMOUNT = pl.col(AMOUNT).is_null() & pl.col(AMOUNT_TEXT).is_not_null()
 
 
 def _first_problems(
@@ -163,15 +225,21 @@ def _first_problems(
     headers: tuple[str, ...],
     whitespace: bool,
     config: TransactionsConfig,
-    bad: pl.Expr,
+    bad: str,
     shown: str,
+    numeric: tuple[str, ...] = (),
 ) -> str:
     """`file:line 'value'` of the first rows that `bad` flags: each file is scanned again with its
     line numbers, only once a problem is known to exist."""
     for path in files:
         parquet = path.suffix.lower() == ".parquet"
         scan = _scan([path], headers, whitespace).with_row_index("_row", offset=1 if parquet else 2)
-        rows = _normalised(scan, config, keep=("_row",)).filter(bad).head(SHOWN_PROBLEMS).collect()
+        rows = (
+            _normalised(scan, config, keep=("_row",), numeric=numeric, explain=True)
+            .filter(pl.col(bad))
+            .head(SHOWN_PROBLEMS)
+            .collect()
+        )
         if rows.height:
             where = "row" if parquet else "line"
             return (
@@ -208,44 +276,53 @@ def build_customers(
     """
     headers = _log_headers(files, whitespace)
     _require(headers, config, source)
-    log = _normalised(_scan(files, headers, whitespace), config)
-    occasion = pl.col(ORDER) if config.order else pl.col(TIME).dt.date()
-    counts = log.select(
-        pl.len().alias("rows"),
-        BAD_TIME.sum().alias("bad_time"),
-        BAD_AMOUNT.sum().alias("bad_amount"),
-        pl.col(CUSTOMER).is_null().sum().alias("no_customer"),
-        (pl.col(AMOUNT) < 0).sum().alias("negative"),
-        pl.col(TIME).max().alias("last"),
-    )
-    purchases = log.filter(pl.col(CUSTOMER).is_not_null())
-    if config.returns == "drop":
-        purchases = purchases.filter(pl.col(AMOUNT) >= 0)
-    per_customer = purchases.group_by(CUSTOMER).agg(
-        pl.col(TIME).min().alias("first"),
-        pl.col(TIME).max().alias("last"),
-        occasion.n_unique().alias("frequency"),
-        pl.col(AMOUNT).sum().alias("monetary"),
-    )
+    scan = _scan(files, headers, whitespace)
     try:
-        totals, grouped = pl.collect_all([counts, per_customer], engine="streaming")
+        numeric = _numeric_text(scan, config)
     except pl.exceptions.PolarsError as exc:
         raise DataError(f"{source}: not a readable log ({str(exc).splitlines()[0]})") from None
-    total = totals.row(0, named=True)
+    log = _normalised(scan, config, numeric=numeric)
+    occasion = pl.col(ORDER) if config.order else pl.col(TIME).dt.date()
+    # A return (a negative amount) is netted into the total (unless dropped), but is not a
+    # purchase occasion.
+    sale = (pl.col(AMOUNT) >= 0).fill_null(True)
+    counted = pl.col(AMOUNT).filter(sale) if config.returns == "drop" else pl.col(AMOUNT)
+    # One pass: the rows without a customer id form the null group, which holds their count.
+    per_customer = log.group_by(CUSTOMER).agg(
+        pl.len().alias("rows"),
+        pl.col(BAD_TIME).sum().alias("bad_time"),
+        pl.col(BAD_AMOUNT).sum().alias("bad_amount"),
+        (pl.col(AMOUNT) < 0).sum().alias("negative"),
+        pl.col(TIME).filter(sale).min().alias("first"),
+        pl.col(TIME).filter(sale).max().alias("last"),
+        occasion.filter(sale).n_unique().alias("frequency"),
+        counted.sum().alias("monetary"),
+    )
+    try:
+        everyone = per_customer.collect(engine="streaming")
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{source}: not a readable log ({str(exc).splitlines()[0]})") from None
+    total = everyone.select(
+        pl.col("rows", "bad_time", "bad_amount", "negative").sum(),
+        pl.col("rows").filter(pl.col(CUSTOMER).is_null()).sum().alias("no_customer"),
+    ).row(0, named=True)
+    grouped = everyone.filter(pl.col(CUSTOMER).is_not_null())
     fix = "fix those rows, or filter them out with transactions.where"
     if total["bad_time"]:
-        where = _first_problems(files, headers, whitespace, config, BAD_TIME, TIME_TEXT)
+        where = _first_problems(files, headers, whitespace, config, BAD_TIME, TIME_TEXT, numeric)
         shape = config.time_format or "ISO 8601"
         raise DataError(
             f"{source}: {total['bad_time']} time value(s) in {config.time} not in the format "
             f"{shape}: {where}; {fix}, or set transactions.time_format"
         )
     if total["bad_amount"]:
-        where = _first_problems(files, headers, whitespace, config, BAD_AMOUNT, AMOUNT_TEXT)
+        where = _first_problems(
+            files, headers, whitespace, config, BAD_AMOUNT, AMOUNT_TEXT, numeric
+        )
         raise DataError(
             f"{source}: {total['bad_amount']} purchase value(s) that are not numbers: {where}; {fix}"
         )
-    if grouped.height == 0:
+    if grouped["last"].null_count() == grouped.height:
         raise DataError(
             f"{source}: no purchase left ({total['rows']} row(s) after transactions.where, "
             f"{total['no_customer']} without a customer id); check the filter and the customer column"
@@ -263,8 +340,12 @@ def build_customers(
             f"last purchase is on {last.date().isoformat()}); set data.as_of on or after it"
         )
     customers = _customer_table(grouped, reference)
-    negative = customers.filter(pl.col("monetary") < 0)
-    customers = customers.filter(pl.col("monetary") >= 0)
+    # Sums of cents in floating point miss 0 by a few 1e-15: round before the sign test.
+    below_zero = pl.col("monetary").round(9) < 0
+    negative = customers.filter(below_zero)
+    customers = customers.filter(~below_zero).with_columns(
+        pl.col("monetary").round(9), pl.col("average_order_value").round(9)
+    )
     summary = {
         "files": [str(path) for path in files],
         "rows": int(total["rows"]),
