@@ -31,6 +31,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from conftest import MALL_COLUMNS, mall_schema
@@ -470,8 +471,7 @@ CONFIG_REFUSALS = [
     Refusal(
         "no features",
         2,
-        r"^error: config\.yaml:\d+: features: Tuple should have at least 1 item after "
-        r"validation, not 0$",
+        r"^error: config\.yaml:\d+: features: list at least one declared column to cluster on$",
         overrides={"features": []},
     ),
     Refusal(
@@ -649,7 +649,7 @@ TABLE_REFUSALS = [
         "naming: a missing file",
         2,
         r"^error: config\.yaml:\d+: naming: no vocabulary file \S*/vocab/absent\.yaml; give mall, "
-        r"null or the path of a YAML vocabulary$",
+        r"rfm, null or the path of a YAML vocabulary$",
         overrides={"naming": "vocab/absent.yaml"},
     ),
     Refusal(
@@ -1352,3 +1352,221 @@ def test_a_failed_download_is_data_unavailable(
         r"\(404 .*\); place the CSV at .* by hand \(SHA-256 [0-9a-f]{64}\)",
     )
     assert not target.exists()
+
+
+# --- purchase logs (data.kind: transactions) ------------------------------------------------------
+
+# 30 customers, C000 to C029, with 1 to 4 purchases each on distinct days of 2024: lines 2-74.
+LOG_ROWS = [
+    f"C{i:03d},2024-{1 + (i * 7 + j * 3) % 12:02d}-{1 + (i + j * 5) % 28:02d},{(i % 5 + 1) * 10 + j}"
+    for i in range(30)
+    for j in range(1 + i % 4)
+]
+LOG_NEXT_LINE = len(LOG_ROWS) + 2
+"""The file line of a row appended after the good ones."""
+LOG = r"^error: data/log\.csv"
+"""How an error names the log: data.path as written in the config."""
+
+
+def log_text(rows: list[str], header: str = "customer,date,amount") -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+def log_project(
+    root: Path,
+    files: dict[str, str | pl.DataFrame],
+    path: str = "data/log.csv",
+    data: dict[str, Any] | None = None,
+    transactions: dict[str, Any] | None = None,
+) -> None:
+    """A project whose purchase log is `files` (text, or frames written as Parquet)."""
+    for name, content in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, pl.DataFrame):
+            content.write_parquet(target)
+        else:
+            target.write_text(content, encoding="utf-8")
+    config = {
+        "data": {"kind": "transactions", "path": path, "url": None, "sha256": None, **(data or {})},
+        "transactions": {
+            "customer": "customer",
+            "time": "date",
+            "amount": "amount",
+            **(transactions or {}),
+        },
+        "select_k": {"k_min": 2, "k_max": 3, "gap_references": 5, "bootstrap": 5},
+        "cluster": {"n_init": 2},
+    }
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def _good_log() -> dict[str, str | pl.DataFrame]:
+    return {"data/log.csv": log_text(LOG_ROWS)}
+
+
+def _one_day_orders() -> dict[str, str | pl.DataFrame]:
+    """Every purchase on May 5: 30 customers, half of them with two orders."""
+    rows = [f"C{i:03d},2024-05-05,{10 + i},o{i}" for i in range(30)]
+    rows += [f"C{i:03d},2024-05-05,{3 + i},p{i}" for i in range(0, 30, 2)]
+    return {"data/log.csv": log_text(rows, "customer,date,amount,order")}
+
+
+def _parts(second: pl.DataFrame) -> dict[str, str | pl.DataFrame]:
+    frame = pl.read_csv(log_text(LOG_ROWS).encode(), infer_schema=False)
+    return {"data/logs/part-1.parquet": frame.head(40), "data/logs/part-2.parquet": second}
+
+
+@dataclass(frozen=True)
+class LogRefusal:
+    id: str
+    exit_code: int
+    message: str
+    files: Callable[[], dict[str, str | pl.DataFrame]] = _good_log
+    path: str = "data/log.csv"
+    data: dict[str, Any] = field(default_factory=dict)
+    transactions: dict[str, Any] = field(default_factory=dict)
+
+
+LOG_REFUSALS = [
+    LogRefusal(
+        "log: a time not in its format",
+        3,
+        LOG + rf": 2 time value\(s\) in date not in the format ISO 8601: line {LOG_NEXT_LINE} "
+        rf"'2024-13-45'; line {LOG_NEXT_LINE + 1} 'yesterday' \(in .*/data/log\.csv\); fix those "
+        r"rows, or filter them out with transactions\.where, or set transactions\.time_format$",
+        lambda: {"data/log.csv": log_text([*LOG_ROWS, "C001,2024-13-45,10", "C002,yesterday,5"])},
+    ),
+    LogRefusal(
+        "log: a time_format the times do not follow",
+        3,
+        LOG + r": 73 time value\(s\) in date not in the format %d/%m/%Y: line 2 '2024-01-01'; "
+        r"line 3 '2024-08-02'; line 4 '2024-11-07' \(in .*/data/log\.csv\); fix those rows",
+        transactions={"time_format": "%d/%m/%Y"},
+    ),
+    LogRefusal(
+        "log: an amount that is not a number",
+        3,
+        LOG + rf": 1 purchase value\(s\) that are not numbers: line {LOG_NEXT_LINE} 'ten' \(in "
+        r".*/data/log\.csv\); fix those rows, or filter them out with transactions\.where$",
+        lambda: {"data/log.csv": log_text([*LOG_ROWS, "C001,2024-03-05,ten"])},
+    ),
+    LogRefusal(
+        "log: parquet, an amount that is not a number",
+        3,
+        r"^error: data/log\.parquet: 1 purchase value\(s\) that are not numbers: row 74 'abc' "
+        r"\(in .*/data/log\.parquet\); fix those rows",
+        lambda: {
+            "data/log.parquet": pl.read_csv(
+                log_text([*LOG_ROWS, "X,2024-01-01,abc"]).encode(), infer_schema=False
+            )
+        },
+        path="data/log.parquet",
+    ),
+    LogRefusal(
+        "log: no rows left after where",
+        3,
+        LOG + r": no purchase left \(0 row\(s\) after transactions\.where, 0 without a customer "
+        r"id\); check the filter and the customer column$",
+        transactions={"where": "amount > 1000000"},
+    ),
+    LogRefusal(
+        "log: every row without a customer id",
+        3,
+        LOG + r": no purchase left \(73 row\(s\) after transactions\.where, 73 without a customer "
+        r"id\); check the filter and the customer column$",
+        lambda: {"data/log.csv": log_text(["," + row.split(",", 1)[1] for row in LOG_ROWS])},
+    ),
+    LogRefusal(
+        "log: a single customer",
+        3,
+        LOG + r": every purchase is by one customer; there is nothing to segment$",
+        lambda: {"data/log.csv": log_text(["C001," + row.split(",", 1)[1] for row in LOG_ROWS])},
+    ),
+    LogRefusal(
+        "log: all purchases on one day",
+        3,
+        LOG + r" \(the customer table built from it\): feature 'recency_days' is constant "
+        r"\(1\.0\): it cannot separate customers; remove it from features$",
+        _one_day_orders,
+        transactions={"order": "order"},
+    ),
+    LogRefusal(
+        "log: purchases after as_of",
+        3,
+        LOG + r": 24 customer\(s\) bought after data\.as_of 2024-06-01 \(the last purchase is on "
+        r"2024-12-22\); set data\.as_of on or after it$",
+        data={"as_of": "2024-06-01"},
+    ),
+    LogRefusal(
+        "log: a glob matching no file",
+        3,
+        r"^error: .*/data/logs/\*\.parquet: data\.path matches no file; check the pattern and the "
+        r"folder$",
+        path="data/logs/*.parquet",
+    ),
+    LogRefusal(
+        "log: files of one glob with different columns",
+        3,
+        r"^error: .*/data/logs/part-2\.parquet: its columns \(customer, date, value\) differ from "
+        r"part-1\.parquet's \(customer, date, amount\); every file of data\.path must have the "
+        r"same columns$",
+        lambda: _parts(
+            pl.read_csv(log_text(LOG_ROWS).encode(), infer_schema=False)
+            .tail(33)
+            .rename({"amount": "value"})
+        ),
+        path="data/logs/*.parquet",
+    ),
+    LogRefusal(
+        "log: a where that does not parse",
+        2,
+        r"^error: config\.yaml:(\d+): transactions\.where 'amount >> AND' is not a SQL expression "
+        r"\(.*\); fix it$",
+        transactions={"where": "amount >> AND"},
+    ),
+    LogRefusal(
+        "log: a where naming a column the log does not have",
+        2,
+        r"^error: config\.yaml:(\d+): transactions\.where 'Quantity <> 0' cannot filter the log "
+        r"\(unable to find column \"Quantity\".*\); the log has customer, date, amount; fix it$",
+        transactions={"where": "Quantity <> 0"},
+    ),
+    LogRefusal(
+        "log: a where comparing text with a number",
+        2,
+        r"^error: config\.yaml:(\d+): transactions\.where 'customer > 5' cannot filter the log "
+        r"\(cannot compare string with numeric type \(i32\)\); the log has customer, date, "
+        r"amount; fix it$",
+        transactions={"where": "customer > 5"},
+    ),
+    LogRefusal(
+        "log: transactions.customer absent from the log",
+        3,
+        LOG + r": no column 'client' \(transactions\.customer\); the log has customer, date, "
+        r"amount; fix transactions\.customer in the config$",
+        transactions={"customer": "client"},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", LOG_REFUSALS, ids=lambda case: case.id)
+def test_a_bad_purchase_log_is_refused_in_one_line(workdir: Path, case: LogRefusal) -> None:
+    log_project(workdir, case.files(), case.path, case.data, case.transactions)
+    line = assert_refused(invoke("run"), case.exit_code, case.message)
+    if case.exit_code == 2:  # the config's line of transactions.where
+        written = (workdir / "config.yaml").read_text(encoding="utf-8").splitlines()
+        number = int(re.search(r"config\.yaml:(\d+):", line).group(1))  # type: ignore[union-attr]
+        assert written[number - 1].strip().startswith("where:"), written[number - 1]
+    assert not list((workdir / "artifacts").glob("*/manifest.json"))  # no version was made
+
+
+def test_a_numeric_where_on_a_text_log_is_applied(workdir: Path) -> None:
+    where = "amount >= 30 AND customer <> 'C001'"
+    log_project(workdir, _good_log(), transactions={"where": where})
+    result = invoke("customers")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((stage_folder(result, "customers") / "customers_summary.json").read_text())
+    kept = [row for row in LOG_ROWS if int(row.rsplit(",", 1)[1]) >= 30 and row[:4] != "C001"]
+    assert summary["rows"] == len(kept)
+    assert summary["customers"] == len({row[:4] for row in kept})

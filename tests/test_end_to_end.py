@@ -187,3 +187,49 @@ def test_cc_report_shows_every_segment(cc: CreditCardRun, cc_segments: pl.DataFr
     assert cc.config["report"]["title"] in html
     for name in cc_segments["name"]:
         assert name in html
+
+
+# --- the CDNOW purchase log (examples/cdnow.yaml) on the shared file ------------------------------
+
+CDNOW_TXT = REPO.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
+CDNOW_CONFIG = REPO / "examples" / "cdnow.yaml"
+
+
+@pytest.fixture(scope="module")
+def cdnow(tmp_path_factory: pytest.TempPathFactory) -> MallRun:
+    if not CDNOW_TXT.is_file():
+        pytest.skip(f"{CDNOW_TXT} is absent")
+    root = tmp_path_factory.mktemp("cdnow")
+    config_text = CDNOW_CONFIG.read_text(encoding="utf-8")
+    (root / "examples").mkdir()
+    (root / "examples" / "cdnow.yaml").write_text(config_text, encoding="utf-8")
+    raw = root / yaml.safe_load(config_text)["data"]["path"]
+    raw.parent.mkdir(parents=True)
+    shutil.copy(CDNOW_TXT, raw)  # no download
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = CliRunner().invoke(main, ["run", "--config", "examples/cdnow.yaml"])
+    return MallRun(root=root, result=result)
+
+
+def test_cdnow_run_succeeds_on_the_pinned_file(cdnow: MallRun) -> None:
+    assert cdnow.result.exit_code == 0, cdnow.result.output
+    assert cdnow.read_json("manifest.json")["inputs"]["data"]["pinned"] is True
+
+
+def test_cdnow_has_23570_customers_as_of_1998_07_01(cdnow: MallRun) -> None:
+    summary = cdnow.read_json("customers_summary.json")
+    assert summary["customers"] == 23_570
+    assert summary["rows"] == 69_659
+    assert summary["as_of"] == "1998-07-01"
+    assert (summary["first_purchase"], summary["last_purchase"]) == ("1997-01-01", "1998-06-30")
+    assert cdnow.read_json("prepare_summary.json")["rows_valid"] == 23_570
+
+
+def test_cdnow_report_exists(cdnow: MallRun) -> None:
+    html = (cdnow.root / "reports" / "latest" / "index.html").read_text(encoding="utf-8")
+    assert "CDNOW customers: RFM segments" in html
+    segments = pl.read_csv(cdnow.folder / "segments.csv")
+    assert segments["size"].sum() == 23_570
+    for name in segments["name"]:
+        assert name in html
