@@ -1,14 +1,16 @@
 """Stage 3, cluster: the final K-Means, canonical segment ids, profiles, names and actions.
 
 Everything here works on any declared table: profiles cover every numeric, date and categorical
-column; names come from the clustered columns' labels (or a vocabulary's words); actions come from
-a vocabulary's rule table, and without one each segment's distinguishing traits are given instead.
+column; names come from the clustered columns' labels (or a vocabulary's words, or the cell of its
+score grid); actions come from a vocabulary's rule table (or grid), and without one each segment's
+distinguishing traits are given instead. The customers of a purchase log also get RFM scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -20,7 +22,7 @@ from segmentation.measures import feature_value, measure
 from segmentation.model import KMeansState, ScalerState, SegmentEntry, SegmentModel
 from segmentation.prepare import Scaler
 from segmentation.schema import CATEGORY_SEPARATOR, ID, ColumnSpec, TableSchema
-from segmentation.vocabulary import CategoryPhrases, Vocabulary
+from segmentation.vocabulary import SCORES, CategoryPhrases, Grid, Vocabulary
 
 CHUNK_ROWS = 500_000
 """Customers per block when computing distances to every centroid."""
@@ -55,6 +57,49 @@ def _level(z: float, fine: bool = False) -> int:
     if abs(z) >= LEVEL_THRESHOLD:
         return 1 if z > 0 else -1
     return 0
+
+
+def score_customers(
+    customers: pl.DataFrame, scores: Mapping[str, Mapping[str, Any]]
+) -> pl.DataFrame:
+    """Each customer's scores from 1 to 5: the quintile of their value among all customers.
+
+    `scores` maps each score's name to `{column: ..., descending: ...}` (`schema.rfm_scores()`);
+    with `descending: true` the lowest values score highest (recency in days: the most recent get
+    5). The rule, ties included: score = ceil(5 * rank / n), n customers, where a customer's rank
+    is 1 + the number of customers with a strictly worse value (lower; higher when descending).
+    Equal values thus get equal scores, the score of the worst-placed of them: a one-time buyer
+    has F = 1 however many one-time buyers there are. Without ties the scores are exact quintiles.
+    """
+    n = customers.height
+    top = len(SCORES)
+    return customers.select(
+        (
+            (
+                top
+                * pl.col(spec["column"])
+                .rank("min", descending=bool(spec.get("descending")))
+                .cast(pl.Int64)
+                + n
+                - 1
+            )
+            // n
+        ).alias(name)
+        for name, spec in scores.items()
+    )
+
+
+def score_medians(scored: pl.DataFrame, segment_ids: np.ndarray) -> pl.DataFrame:
+    """Per segment (by id): the median and mean of every score (`median_<score>`, `mean_<score>`)."""
+    return (
+        scored.with_columns(pl.Series("segment_id", segment_ids, dtype=pl.Int64))
+        .group_by("segment_id")
+        .agg(
+            *[pl.col(name).median().alias(f"median_{name}") for name in scored.columns],
+            *[pl.col(name).mean().alias(f"mean_{name}") for name in scored.columns],
+        )
+        .sort("segment_id")
+    )
 
 
 def profile_segments(
@@ -232,8 +277,11 @@ def name_segments(
     """A name per segment from its clustered columns compared with all customers, unique in the run.
 
     Coarse levels first (low / mid / high); segments that would share a name get finer levels,
-    and if they still collide, their mean values are added.
+    and if they still collide, their mean values are added. A vocabulary with a grid names each
+    segment by its grid cell instead (`grid_names`).
     """
+    if vocabulary is not None and vocabulary.grid is not None:
+        return grid_names(profile, schema, population, vocabulary.grid, vocabulary)
 
     named = [_named_features(profile, row, schema, population) for row in range(profile.height)]
 
@@ -276,6 +324,55 @@ def name_segments(
     return names
 
 
+def grid_cells(profile: pl.DataFrame, grid: Grid) -> list[str]:
+    """Each segment's grid cell, from its customers' median scores (`median_<score>` columns of
+    the profile; a .5 rounded up)."""
+    for score in (grid.x, grid.y):
+        if f"median_{score}" not in profile.columns:
+            raise ValueError(f"the grid's score {score} was not computed for these customers")
+    return [
+        grid.cell(float(x), float(y)).name
+        for x, y in zip(profile[f"median_{grid.x}"], profile[f"median_{grid.y}"], strict=True)
+    ]
+
+
+def grid_names(
+    profile: pl.DataFrame,
+    schema: TableSchema,
+    population: dict[str, dict[str, float]],
+    grid: Grid,
+    vocabulary: Vocabulary | None = None,
+) -> list[str]:
+    """A name per segment: its grid cell's name. Segments in the same cell get their level on
+    the grid's `apart_by` column after it ("At risk · High Monetary value"), finer levels if that
+    is not enough, and their mean `apart_by` value (or median scores) if even that is not."""
+    cells = grid_cells(profile, grid)
+    names = list(cells)
+    apart = grid.apart_by
+    if apart is not None:
+        words = _level_words(schema.column(apart), vocabulary)
+        for fine in (False, True):
+            clashing = {name for name in names if names.count(name) > 1}
+            for row, name in enumerate(names):
+                if name in clashing:
+                    level = _level(_z(profile, row, apart, population), fine)
+                    names[row] = f"{cells[row]} · {words[level + 2]}"
+    clashing = {name for name in names if names.count(name) > 1}
+    for row, name in enumerate(names):
+        if name in clashing:
+            if apart is not None:
+                column = schema.column(apart)
+                mean = float(profile[f"mean_{apart}"][row])
+                names[row] = f"{name} (mean {column.with_unit(_number(mean))})"
+            else:
+                medians = ", ".join(
+                    f"{score} {float(profile[f'median_{score}'][row]):g}"
+                    for score in (grid.x, grid.y)
+                )
+                names[row] = f"{name} (median {medians})"
+    return names
+
+
 def _matches(when: Mapping[str, str], levels: Mapping[str, str]) -> bool:
     return all(levels.get(name) == level for name, level in when.items())
 
@@ -285,14 +382,20 @@ def suggest_actions(
     population: dict[str, dict[str, float]],
     vocabulary: Vocabulary,
 ) -> list[str | None]:
-    """A marketing action per segment: the vocabulary's first matching rule, plus every matching
-    addition; None when no rule matches."""
+    """A marketing action per segment: its grid cell's action (with a grid), else the
+    vocabulary's first matching rule; plus every matching addition; None when nothing matches."""
+    grid = vocabulary.grid
+    by_cell = {cell.name: cell.action for cell in grid.cells} if grid is not None else {}
+    cells = grid_cells(profile, grid) if grid is not None else [None] * profile.height
     actions: list[str | None] = []
     for row in range(profile.height):
         levels = {
             name: LEVEL_NAMES[_level(_z(profile, row, name, population))] for name in population
         }
-        action = next((r.action for r in vocabulary.actions if _matches(r.when, levels)), None)
+        cell = cells[row]
+        action = by_cell.get(cell) if cell is not None else None
+        if action is None:
+            action = next((r.action for r in vocabulary.actions if _matches(r.when, levels)), None)
         if action is not None:
             extra = [a.text for a in vocabulary.additions if _matches(a.when, levels)]
             action = " ".join([action, *extra])
@@ -402,6 +505,7 @@ def segment_customers(
     initial_centers: np.ndarray | None = None,
     stability: dict[str, float | None] | None = None,
     exact_silhouette_up_to: int = 20_000,
+    scores: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Segmentation:
     """Fit the final model at k on every customer and describe every segment.
 
@@ -429,6 +533,10 @@ def segment_customers(
         Those segments' mean Jaccard similarity, carried over to the final ids.
     exact_silhouette_up_to : int, default 20_000
         Above this many customers the silhouette is the centroid-based one.
+    scores : mapping or None, default None
+        Scores to give every customer (`schema.rfm_scores()` for a purchase log; see
+        `score_customers`): written with the assignments, their median and mean per segment with
+        the segments. Required by a vocabulary with a grid.
     """
     fit = fit_kmeans(matrix, k, config, initial=initial_centers)
     labels = fit.labels
@@ -440,6 +548,11 @@ def segment_customers(
     original_centroids = _centroids_in_data_units(original_centroids[order], schema)
 
     profile = profile_segments(customers, segment_ids, schema)
+    scored = score_customers(customers, scores) if scores else pl.DataFrame()
+    if scores:
+        profile = profile.join(score_medians(scored, segment_ids), on="segment_id", how="left")
+    grid = vocabulary.grid if vocabulary is not None else None
+    cells = grid_cells(profile, grid) if grid is not None else None
     categories = category_profiles(customers, segment_ids, schema, category_shares)
     names = name_segments(profile, schema, population, vocabulary)
     actions = suggest_actions(profile, population, vocabulary) if vocabulary else [None] * k
@@ -454,6 +567,7 @@ def segment_customers(
             pl.Series("name", names),
             *[pl.Series(name, values) for name, values in centroid_columns.items()],
             pl.Series("stability_jaccard", jaccard, dtype=pl.Float64),
+            *([pl.Series("grid_cell", cells, dtype=pl.String)] if cells is not None else []),
             pl.Series("action", actions, dtype=pl.String),
             pl.Series("traits", traits, dtype=pl.String),
         )
@@ -480,6 +594,7 @@ def segment_customers(
             ID: customers[ID],
             "segment_id": ids,
             "segment_name": pl.Series(names, dtype=pl.String).gather(ids),
+            **{name: scored[name] for name in scored.columns},
             "distance_to_centroid": distances,
             "silhouette": silhouettes,
         }

@@ -27,7 +27,7 @@ from segmentation.config import Config, load_config, locate
 from segmentation.dataset import RawData, ensure_raw_data
 from segmentation.errors import ConfigError
 from segmentation.stages import STAGES, Progress, StageContext
-from segmentation.vocabulary import SHIPPED, load_vocabulary, vocabulary_path
+from segmentation.vocabulary import SHIPPED, known_columns, load_vocabulary, vocabulary_path
 
 STAGE_ORDER = tuple(STAGES)
 THREAD_VARIABLES = (
@@ -119,7 +119,7 @@ def _vocabulary_sha256(config: Config, config_path: Path, workspace: Workspace) 
     work: a missing or unsuitable vocabulary is refused at once, not after the k sweep."""
     if config.naming is None:
         return None
-    known = {column.name for column in config.columns if column.type != "id"}
+    known = known_columns(config.table.columns, config.data.kind == "transactions")
     try:
         load_vocabulary(config.naming, workspace.root, known)
     except ConfigError as exc:

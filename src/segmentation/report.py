@@ -12,7 +12,7 @@ import polars as pl
 import yaml
 from markupsafe import Markup
 
-from segmentation.schema import TableSchema
+from segmentation.schema import TableSchema, rfm_scores
 from segmentation.select_k import stability_class
 
 SCALING_WORDS = {
@@ -165,6 +165,21 @@ def _who(segment: dict[str, Any], schema: TableSchema) -> str:
     return "average " + ", ".join(parts[:SUMMARY_COLUMNS])
 
 
+def _scores(segments: pl.DataFrame, schema: TableSchema) -> list[dict[str, Any]]:
+    """The scores each segment has medians of (a purchase log's RFM scores), as the page names
+    them."""
+    return [
+        {
+            "name": name,
+            "label": spec.get("label", name),
+            "title": schema.column(spec["column"]).title.lower(),
+            "descending": bool(spec.get("descending")),
+        }
+        for name, spec in rfm_scores().items()
+        if f"median_{name}" in segments.columns
+    ]
+
+
 def render_report(inputs: ReportInputs) -> str:
     """The report as one HTML file: charts drawn in the page from inline specs, no network."""
     selection = inputs.selection
@@ -185,6 +200,8 @@ def render_report(inputs: ReportInputs) -> str:
             },
             who={s["segment_id"]: _who(s, inputs.schema) for s in segments},
             has_actions=any(s["action"] for s in segments),
+            scores=_scores(inputs.segments, inputs.schema),
+            grid_named="grid_cell" in inputs.segments.columns,
             feature_titles=[inputs.schema.column(f).title for f in inputs.schema.features],
             categorical_features=[
                 c.title

@@ -178,7 +178,8 @@ def _cluster(ctx: StageContext) -> str:
     import numpy as np
 
     from segmentation import cluster, prepare
-    from segmentation.vocabulary import load_vocabulary
+    from segmentation.schema import rfm_scores
+    from segmentation.vocabulary import known_columns, load_vocabulary
 
     config = ctx.config
     catalog = ctx.catalog
@@ -188,7 +189,7 @@ def _cluster(ctx: StageContext) -> str:
     schema = table_schema(ctx)
     vocabulary = None
     if config.naming is not None:
-        known = {c.name for c in schema.columns if c.type != "id"}
+        known = known_columns(schema.columns, config.data.kind == "transactions")
         try:
             vocabulary = load_vocabulary(config.naming, ctx.root, known)
         except ConfigError as exc:
@@ -207,6 +208,7 @@ def _cluster(ctx: StageContext) -> str:
         initial_centers=np.asarray(selection["centers"]),
         stability=selection["stability"]["per_segment_jaccard"],
         exact_silhouette_up_to=config.select_k.sample_size,
+        scores=rfm_scores() if config.data.kind == "transactions" else None,
     )
     catalog.save("segments", result.segments)
     catalog.save("profiles", result.profiles)
@@ -268,6 +270,19 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
             visualize.categories_chart(profiles, segments, schema, size),
         )
     yield "sizes", "Segment sizes", visualize.sizes_chart(segments, size)
+    if config.data.kind == "transactions":
+        yield "rfm_grid", "RFM grid", visualize.rfm_grid_chart(segments, _grid(ctx), schema, size)
+
+
+def _grid(ctx: StageContext) -> Any:
+    """The naming vocabulary's score grid (a `vocabulary.Grid`), or None."""
+    from segmentation.vocabulary import known_columns, load_vocabulary
+
+    config = ctx.config
+    if config.naming is None:
+        return None
+    known = known_columns(table_schema(ctx).columns, config.data.kind == "transactions")
+    return load_vocabulary(config.naming, ctx.root, known).grid
 
 
 def _visualize(ctx: StageContext) -> str:

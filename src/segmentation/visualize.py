@@ -17,8 +17,9 @@ from sklearn.decomposition import PCA
 from segmentation import images
 from segmentation.config import VisualizeConfig
 from segmentation.measures import measure
-from segmentation.schema import ID, TableSchema
+from segmentation.schema import ID, TableSchema, rfm_scores
 from segmentation.select_k import stability_class
+from segmentation.vocabulary import SCORES, Grid
 
 PAIRWISE_COLUMNS = 5
 """The most columns the pair matrix shows: those that separate the segments most."""
@@ -44,6 +45,7 @@ CHART_GUIDE: dict[str, tuple[str, str]] = {
     "profiles": ("segments", "Heatmap of each segment's mean on every numeric column, coloured by how many standard deviations it is from the average customer."),
     "categories": ("segments", "Bar charts of each segment's share of the most common categories of every categorical column, beside all customers' share."),
     "sizes": ("segments", "Bar chart of the number of customers in each segment."),
+    "rfm_grid": ("segments", "Five-by-five grid of the R score (across) against the F score (up), with the named regions of the naming grid shaded and labelled; each segment is a circle at its customers' median R and F scores, its area proportional to its number of customers."),
     "elbow": ("k", "Line chart of inertia against the number of segments, with the knee and the chosen k marked."),
     "criteria": ("k", "Three line charts of silhouette, Calinski-Harabasz and Davies-Bouldin against the number of segments, with the chosen k marked."),
     "gap": ("k", "Line chart of the gap statistic against the number of segments, with one-standard-error bars and the 1-SE choice marked."),
@@ -695,6 +697,144 @@ def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMi
     return alt.layer(bars, labels).properties(
         title="Segment sizes", width=size.width, height=max(size.height // 2, 30 * segments.height)
     )
+
+
+GRID_SIDE = 460
+"""The side of the score grid chart, in pixels."""
+GRID_SPREAD = 0.27
+"""Segments at the same median scores are drawn on a ring of this radius (in scores) around them."""
+GRID_AREA = 1800
+"""The area (in square pixels) of the largest segment's circle in the grid chart."""
+
+
+def _score_title(name: str, schema: TableSchema) -> str:
+    spec = rfm_scores()[name]
+    column = schema.column(spec["column"])
+    best = "most recent" if spec.get("descending") else "highest"
+    label = spec.get("label", name)
+    return f"{label} score: {column.title} ({SCORES[-1]} = {best})"
+
+
+def grid_positions(segments: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
+    """Each segment at its median `x` and `y` scores; segments at the same point are set around
+    it on a ring of radius GRID_SPREAD (two: side by side), so that none hides another."""
+    rows = segments.select(
+        "segment_id",
+        "size",
+        pl.col(f"median_{x}").alias("x_median"),
+        pl.col(f"median_{y}").alias("y_median"),
+    )
+    points = rows.select("x_median", "y_median").rows()
+    angles = [
+        np.pi - 2 * np.pi * points[:row].count(point) / points.count(point)
+        for row, point in enumerate(points)
+    ]
+    radius = [GRID_SPREAD if points.count(point) > 1 else 0.0 for point in points]
+    return rows.with_columns(
+        (pl.col("x_median") + pl.Series(np.cos(angles) * np.array(radius))).round(3).alias("x"),
+        (pl.col("y_median") + pl.Series(np.sin(angles) * np.array(radius))).round(3).alias("y"),
+    )
+
+
+def _grid_regions(grid: Grid) -> pl.DataFrame:
+    """The grid's cells as rectangles in score units: one per run of consecutive scores."""
+
+    def runs(values: tuple[int, ...]) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        for value in sorted(values):
+            if found and value == found[-1][1] + 1:
+                found[-1] = (found[-1][0], value)
+            else:
+                found.append((value, value))
+        return found
+
+    rows = [
+        (cell.name, x0 - 0.5, x1 + 0.5, y0 - 0.5, y1 + 0.5)
+        for cell in grid.cells
+        for x0, x1 in runs(cell.x)
+        for y0, y1 in runs(cell.y)
+    ]
+    return pl.DataFrame(rows, schema=["region", "x0", "x1", "y0", "y1"], orient="row")
+
+
+def rfm_grid_chart(
+    segments: pl.DataFrame, grid: Grid | None, schema: TableSchema, size: VisualizeConfig
+) -> alt.TopLevelMixin:
+    """The score grid (R across, F up, or the naming grid's scores), its named regions shaded,
+    each segment a circle at its customers' median scores, its area proportional to its size."""
+    scores = rfm_scores()
+    names = list(scores)
+    x, y = (grid.x, grid.y) if grid is not None else (names[0], names[1])
+    largest = max(int(segments["size"].max() or 1), 1)  # type: ignore[arg-type]
+    low, high = SCORES[0] - 0.5, SCORES[-1] + 0.5
+    scale = alt.Scale(domain=[low, high], nice=False, zero=False)
+    axis = alt.Axis(values=list(SCORES), format="d", grid=False, tickSize=0, domain=False)
+    extra = [name for name in names if f"median_{name}" in segments.columns]
+    points = _labelled(
+        grid_positions(segments, x, y).join(
+            segments.select("segment_id", *[f"median_{name}" for name in extra]),
+            on="segment_id",
+        ),
+        segments,
+    )
+    layers: list[alt.Chart] = []
+    if grid is not None:
+        regions = alt.Chart(_grid_regions(grid))
+        layers.append(
+            regions.mark_rect(fill="#eef1f5", stroke="white", strokeWidth=4).encode(
+                x=alt.X("x0:Q", scale=scale, title=_score_title(x, schema), axis=axis),
+                x2="x1:Q",
+                y=alt.Y("y0:Q", scale=scale, title=_score_title(y, schema), axis=axis),
+                y2="y1:Q",
+                tooltip=[alt.Tooltip("region:N", title="grid cell")],
+            )
+        )
+        layers.append(
+            regions.mark_text(
+                align="left", baseline="top", dx=6, dy=6, fontSize=11, color="#56606b"
+            ).encode(x="x0:Q", y="y1:Q", text="region:N")
+        )
+    circles = _pickable(
+        alt.Chart(points)
+        .mark_circle(stroke="white", strokeWidth=1.5)
+        .encode(
+            x=alt.X("x:Q", scale=scale, title=_score_title(x, schema), axis=axis),
+            y=alt.Y("y:Q", scale=scale, title=_score_title(y, schema), axis=axis),
+            size=alt.Size(
+                "size:Q",
+                title="Customers",
+                scale=alt.Scale(domain=[0, largest], range=[0, GRID_AREA]),
+                legend=None,
+            ),
+            color=_segment_color(segments),
+            tooltip=[
+                "segment:N",
+                alt.Tooltip("size:Q", title="customers", format=","),
+                *[
+                    alt.Tooltip(
+                        f"median_{name}:Q", title=f"median {scores[name].get('label', name)}"
+                    )
+                    for name in extra
+                ],
+            ],
+        )
+    )
+    ids = (
+        alt.Chart(points)
+        .mark_text(fontSize=11, fontWeight="bold", color="white")
+        .encode(x="x:Q", y="y:Q", text="segment_id:N")
+    )
+    layers += [circles, ids]
+    shaded = "shaded: the cells of the naming grid" if grid is not None else "no naming grid"
+    subtitle = (
+        f"each circle is a segment at its customers' median scores (area: customers); {shaded}"
+    )
+    chart: alt.TopLevelMixin = alt.layer(*layers).properties(
+        title=alt.Title("Segments on the RFM grid", subtitle=subtitle),
+        width=GRID_SIDE,
+        height=GRID_SIDE,
+    )
+    return chart
 
 
 def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any]:
