@@ -132,6 +132,8 @@ PACKAGE = "segmentation"
 RUNNERS = "segmentation.stages"
 # The report module renders the templates; they are code of whatever runs it.
 TEMPLATES_MODULE = "segmentation.report"
+DATA_FOLDERS = {"segmentation.schema": "tables", "segmentation.vocabulary": "vocabularies"}
+"""Package data read by a module: the built table's declaration, the shipped vocabularies."""
 
 
 def _module_file(name: str) -> Path | None:
@@ -201,11 +203,17 @@ def code_files(modules: tuple[str, ...] | None = None) -> list[Path]:
     """
     if modules is None:
         return [
-            p for p in sorted(PACKAGE_DIR.rglob("*")) if p.is_file() and p.suffix in {".py", ".j2"}
+            p
+            for p in sorted(PACKAGE_DIR.rglob("*"))
+            if p.is_file()
+            and (p.suffix in {".py", ".j2"} or p.parent.name in DATA_FOLDERS.values())
         ]
     files = _closure(modules)
     if _module_file(TEMPLATES_MODULE) in files:
         files |= set((PACKAGE_DIR / "templates").rglob("*.j2"))
+    for module, folder in DATA_FOLDERS.items():
+        if _module_file(module) in files:
+            files |= set((PACKAGE_DIR / folder).glob("*.yaml"))
     return sorted(files)
 
 

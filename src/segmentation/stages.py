@@ -19,7 +19,7 @@ from segmentation import __version__, artifacts
 from segmentation.catalog import CUSTOMERS, CUSTOMERS_SUMMARY, PROFILES, Catalog
 from segmentation.config import Config, locate
 from segmentation.dataset import RawData
-from segmentation.errors import ConfigError
+from segmentation.errors import ConfigError, DataError
 from segmentation.schema import TableSchema
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -133,6 +133,13 @@ def _prepare(ctx: StageContext) -> str:
         )
     except ConfigError as exc:
         raise ctx.located(exc) from None
+    except DataError as exc:
+        if not built:
+            raise
+        # The built table is in the unfinished version's folder: name the log it was built from.
+        table = str(ctx.catalog.path("customers"))
+        named = f"{config.data.path} (the customer table built from it)"
+        raise DataError(str(exc).replace(table, named, 1)) from None
     unscaled = prepare.unscaled_matrix(prepared.customers, prepared.schema)
     scaler = prepare.fit_scaler(unscaled, prepared.schema, config.scaling)
     frame = prepare.with_features(prepared.customers, scaler, unscaled)
