@@ -1,8 +1,9 @@
 """The report in a real browser: headless Chromium with no network draws every chart, cleanly.
 
-Two reports: the Mall-shaped synthetic project, and a small version of the credit-card example
+Three reports: the Mall-shaped synthetic project, a small version of the credit-card example
 (examples/cc_general.yaml on the first 1,000 customers of the shared file: no categorical column,
-log1p money columns, names from the labels).
+log1p money columns, names from the labels), and the CDNOW purchase log (examples/cdnow.yaml:
+RFM names and the R x F grid).
 """
 
 from __future__ import annotations
@@ -261,3 +262,64 @@ def test_credit_card_segments_are_named_from_the_labels(cc_page: CreditCardPage)
             named.append(label)
         # Some of the clustered columns, each once, in the config's order.
         assert named == [label for label in cc_page.labels if label in named]
+
+
+CDNOW_LOG = REPO.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
+CDNOW_CONFIG = REPO / "examples" / "cdnow.yaml"
+RFM_NAMES = {
+    "Champions",
+    "Loyal customers",
+    "Potential loyalists",
+    "New customers",
+    "Promising",
+    "Need attention",
+    "About to sleep",
+    "At risk",
+    "Can't lose them",
+    "Hibernating",
+}
+
+
+@pytest.fixture(scope="module")
+def cdnow_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """The CDNOW purchase-log example (examples/cdnow.yaml) with a quicker k sweep."""
+    if not CDNOW_LOG.is_file():
+        pytest.skip(f"{CDNOW_LOG} is absent")
+    root = tmp_path_factory.mktemp("browser-cdnow")
+    config = yaml.safe_load(CDNOW_CONFIG.read_text(encoding="utf-8"))
+    raw = root / config["data"]["path"]
+    raw.parent.mkdir(parents=True)
+    shutil.copyfile(CDNOW_LOG, raw)
+    config["data"].update(url=None)
+    config["select_k"].update(k_max=5, bootstrap=5, gap_references=5)
+    config["cluster"] = {"n_init": 3}
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    report, names, charts = _run_project(root)
+    with _opened(report, root / "chromium-profile", root / "browser-test-cdnow.png") as (
+        driver,
+        drawn_in,
+    ):
+        yield Page(driver, report, names, seconds_to_draw=drawn_in, charts=charts)
+
+
+def test_purchase_log_report_draws_every_chart_with_the_rfm_grid(cdnow_page: Page) -> None:
+    holders = _js(cdnow_page, "return document.querySelectorAll('.chart[data-spec]').length")
+    drawn = _js(
+        cdnow_page, "return document.querySelectorAll('.chart[data-drawn] svg.marks').length"
+    )
+    assert holders == cdnow_page.charts > 0
+    assert drawn == holders
+    assert (
+        _js(cdnow_page, "return document.querySelectorAll('#figure-rfm_grid svg.marks').length")
+        == 1
+    )
+    logs = cdnow_page.driver.get_log("browser")  # type: ignore[attr-defined]
+    assert [entry for entry in logs if entry["level"] == "SEVERE"] == []
+    assert not _requested_schemes(cdnow_page) & {"http", "https", "ws", "wss", "ftp"}
+
+
+def test_purchase_log_segments_carry_rfm_names(cdnow_page: Page) -> None:
+    text = str(_js(cdnow_page, "return document.body.innerText"))
+    for name in cdnow_page.segment_names:
+        assert name in text
+        assert name.split(" · ")[0] in RFM_NAMES

@@ -96,6 +96,7 @@ def inputs(
         selection=json.loads(json.dumps(selection)),
         segments=result.segments,
         profiles=result.profiles,
+        log=None,
         charts=[
             report.ReportChart(
                 name="sizes",

@@ -23,6 +23,7 @@ import yaml
 
 from segmentation import artifacts, stages, versions
 from segmentation.artifacts import Workspace
+from segmentation.catalog import Catalog
 from segmentation.config import Config, load_config, locate
 from segmentation.dataset import RawData, ensure_raw_data
 from segmentation.errors import ConfigError
@@ -195,6 +196,7 @@ def _manifest(
                 "path": run.config.data.path,
                 "sha256": run.raw.sha256,
                 "pinned": run.raw.pinned,
+                **_log_dates(folder),
             },
             "config": {
                 "path": str(run.config_path),
@@ -221,6 +223,16 @@ def _manifest(
             "sha256": artifacts.sha256_file(report_folder / artifacts.REPORT),
         },
     }
+
+
+def _log_dates(folder: Path) -> dict[str, Any]:
+    """A purchase log's reference date and span, as the customers stage recorded them."""
+    summary = Catalog(folder).path("customers_summary")
+    if not summary.is_file():
+        return {}
+    recorded = artifacts.read_json(summary)
+    keys = ("as_of", "as_of_from", "first_purchase", "last_purchase", "files")
+    return {key: recorded[key] for key in keys}
 
 
 def _log_run(run: Run, result: Result, failed: str | None = None) -> None:

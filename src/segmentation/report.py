@@ -66,6 +66,8 @@ class ReportInputs:
     selection: dict[str, Any]
     segments: pl.DataFrame
     profiles: pl.DataFrame
+    log: dict[str, Any] | None
+    """A purchase log's summary (customers_summary.json); None for a customer table."""
     """Each segment's share of the top categories of every categorical column (long form)."""
     charts: list[ReportChart]
     environment: dict[str, Any]

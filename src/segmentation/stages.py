@@ -374,6 +374,7 @@ def _report(ctx: StageContext) -> str:
         selection=catalog.load("k_selection"),
         segments=catalog.load("segments"),
         profiles=catalog.load("profiles"),
+        log=catalog.load("customers_summary") if ctx.config.data.kind == "transactions" else None,
         charts=charts,
         environment=environment(),
         git=ctx.git,

@@ -351,7 +351,8 @@ def build_customers(
         pl.col("monetary").round(9), pl.col("average_order_value").round(9)
     )
     summary = {
-        "files": [str(path) for path in files],
+        # Names only: the summary is an output, the same wherever the project folder is.
+        "files": [path.name for path in files],
         "rows": int(total["rows"]),
         "rows_without_customer": int(total["no_customer"]),
         "negative_amounts": int(total["negative"]),
