@@ -106,7 +106,7 @@ docker-test: all ## As root: build the image on a stand-in base, run it offline 
 BENCH_ARGS ?=
 BENCH_VENV ?= .venv-bench
 .PHONY: bench
-bench: $(DEV_STAMP) ## Benchmark against the notebook baseline (100k, 1M, 10M rows); writes bench/results.md
+bench: $(DEV_STAMP) ## Benchmark against the notebook baseline (100k, 1M, 10M customers; 10M, 100M purchases); writes bench/results.md
 	$(MAKE) --no-print-directory venv VENV=$(BENCH_VENV)
 	$(BIN)/python bench/run.py --segment $(BENCH_VENV)/bin/segment $(BENCH_ARGS)
 

@@ -974,8 +974,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--transactions",
         type=lambda text: [parse_rows(part) for part in text.split(",") if part.strip()],
-        default=[],
-        help="purchase-log sizes (transactions), e.g. 10M,100M: the pipeline with data.kind"
+        default=[10_000_000, 100_000_000],
+        help="purchase-log sizes (transactions), default 10M,100M: the pipeline with data.kind"
         " transactions against pandas building the same customer table ('' skips them)",
     )
     parser.add_argument(
