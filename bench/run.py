@@ -240,6 +240,25 @@ def read_outputs(result: Result, readers: dict[str, Callable[[], None]], say: Sa
             say(f"  could not read {what}: {type(exc).__name__}: {exc}")
 
 
+def version_readers(project: Path, truth: Path, result: Any) -> dict[str, Callable[[], None]]:
+    """Readers of a finished run's latest version that fill `result`: the chosen k, the ARI of its
+    segments against `truth`, and the report's size."""
+    latest = project / "artifacts" / "latest"
+
+    def chosen_k() -> None:
+        selection = json.loads((latest / "k_selection.json").read_text())
+        result.chosen_k = int(selection["chosen_k"])
+
+    def rand_index() -> None:
+        assignments = pl.read_parquet(latest / "assignments.parquet")
+        result.ari = ari(truth, assignments, "segment_id")
+
+    def report() -> None:
+        result.report_bytes = (project / "reports" / "latest" / "index.html").stat().st_size
+
+    return {"k_selection.json": chosen_k, "assignments.parquet": rand_index, "report": report}
+
+
 def run_pipeline(
     data: Dataset,
     segment: Path,
@@ -266,24 +285,7 @@ def run_pipeline(
     if stages := stage_times(measured.log):
         result.notes.append(f"stages: {stages}")
     if result.ok:
-        latest = project / "artifacts" / "latest"
-
-        def chosen_k() -> None:
-            selection = json.loads((latest / "k_selection.json").read_text())
-            result.chosen_k = int(selection["chosen_k"])
-
-        def rand_index() -> None:
-            assignments = pl.read_parquet(latest / "assignments.parquet")
-            result.ari = ari(data.truth, assignments, "segment_id")
-
-        def report() -> None:
-            result.report_bytes = (project / "reports" / "latest" / "index.html").stat().st_size
-
-        read_outputs(
-            result,
-            {"k_selection.json": chosen_k, "assignments.parquet": rand_index, "report": report},
-            say,
-        )
+        read_outputs(result, version_readers(project, data.truth, result), say)
     finish(result, measured, project, keep, logs, say)
     return result
 
@@ -386,18 +388,6 @@ def run_transactions_pipeline(
     if stages:
         result.notes.append(f"stages: {stage_times(measured.log)}")
     if result.ok:
-        latest = project / "artifacts" / "latest"
-
-        def chosen_k() -> None:
-            selection = json.loads((latest / "k_selection.json").read_text())
-            result.chosen_k = int(selection["chosen_k"])
-
-        def rand_index() -> None:
-            assignments = pl.read_parquet(latest / "assignments.parquet")
-            result.ari = ari(data.truth, assignments, "segment_id")
-
-        def report() -> None:
-            result.report_bytes = (project / "reports" / "latest" / "index.html").stat().st_size
 
         def table_time() -> None:
             if result.table_seconds is None:
@@ -405,12 +395,8 @@ def run_transactions_pipeline(
 
         read_outputs(
             result,
-            {
-                "the customers stage's time": table_time,
-                "k_selection.json": chosen_k,
-                "assignments.parquet": rand_index,
-                "report": report,
-            },
+            {"the customers stage's time": table_time}
+            | version_readers(project, data.truth, result),
             say,
         )
     finish(result, measured, project, keep, logs, say, prefix="tx")
