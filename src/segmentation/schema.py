@@ -8,6 +8,7 @@ assign` reads the table through it. No module here knows any particular table.
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from typing import Any, Literal
@@ -29,14 +30,20 @@ CATEGORY_SEPARATOR = "="
 """One-hot columns are named `<column>=<category>`."""
 
 
+@functools.cache
+def _transactions_declaration() -> dict[str, Any]:
+    """`tables/transactions.yaml`, read once (callers must not change it)."""
+    text = (resources.files("segmentation") / "tables" / "transactions.yaml").read_text(
+        encoding="utf-8"
+    )
+    declared: dict[str, Any] = yaml.safe_load(text)
+    return declared
+
+
 def built_table(currency: str) -> TableSchema:
     """The customer table a purchase log is aggregated into (`tables/transactions.yaml`), its
     money columns in `currency`."""
-    declared = yaml.safe_load(
-        (resources.files("segmentation") / "tables" / "transactions.yaml").read_text(
-            encoding="utf-8"
-        )
-    )
+    declared = _transactions_declaration()
     columns = tuple(
         ColumnSpec.model_validate(
             {**entry, "unit": entry["unit"].format(currency=currency)}
@@ -50,12 +57,7 @@ def built_table(currency: str) -> TableSchema:
 
 def rfm_scores() -> dict[str, dict[str, Any]]:
     """The 1-5 scores given with each customer of a purchase log (`tables/transactions.yaml`)."""
-    declared = yaml.safe_load(
-        (resources.files("segmentation") / "tables" / "transactions.yaml").read_text(
-            encoding="utf-8"
-        )
-    )
-    scores: dict[str, dict[str, Any]] = declared["scores"]
+    scores: dict[str, dict[str, Any]] = _transactions_declaration()["scores"]
     return scores
 
 
