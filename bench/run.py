@@ -477,6 +477,18 @@ def transactions_table(results: list[Result]) -> str:
 TRANSACTIONS_ARI = 0.9
 
 
+def memory_check(run: Result | None, target: str, not_run: str) -> Check:
+    """The check that a pipeline run peaked under 4 GB (all its processes): SKIP when it was not
+    run, FAIL when it failed before its memory was measured."""
+    if run is None:
+        return Check("SKIP", target, not_run)
+    if run.peak_rss is None:
+        return Check("FAIL", target, f"pipeline {run.status}, no measurement")
+    note = "" if run.ok else f" (run {run.status})"
+    passed = run.ok and run.peak_rss < 4_000 * MB
+    return Check("PASS" if passed else "FAIL", target, f"{fmt_mb(run.peak_rss)} MB{note}")
+
+
 def transactions_checks(results: list[Result], asked: list[int]) -> list[Check]:
     """At 100M transactions peak memory under 4 GB; at 10M the customers stage at most 1/4 of
     pandas' time; the ARI at least 0.9 at every size run."""
@@ -488,21 +500,13 @@ def transactions_checks(results: list[Result], asked: list[int]) -> list[Check]:
         return "PASS" if passed else "FAIL"
 
     found: list[Check] = []
-    big = find(100_000_000, "pipeline")
-    target = "100M transactions: pipeline peak memory < 4 GB"
-    if big is None:
-        found.append(Check("SKIP", target, "not run at 100M transactions"))
-    elif big.peak_rss is None:
-        found.append(Check("FAIL", target, f"pipeline {big.status}, no measurement"))
-    else:
-        note = "" if big.ok else f" (run {big.status})"
-        found.append(
-            Check(
-                verdict(big.ok and big.peak_rss < 4_000 * MB),
-                target,
-                f"{fmt_mb(big.peak_rss)} MB{note}",
-            )
+    found.append(
+        memory_check(
+            find(100_000_000, "pipeline"),
+            "100M transactions: pipeline peak memory < 4 GB",
+            "not run at 100M transactions",
         )
+    )
 
     ten_m, pandas = find(10_000_000, "pipeline"), find(10_000_000, "pandas")
     target = "10M transactions: customers stage <= 1/4 of pandas' customer table"
@@ -771,20 +775,9 @@ def checks(results: list[Result]) -> list[Check]:
             value = one_m.ari if one_m.ari is not None else float("nan")
             found.append(Check(verdict(value >= 0.95), target, f"ARI = {value:.4f}"))
 
-    target = "10M rows: pipeline peak memory < 4 GB"
-    if ten_m is None:
-        found.append(Check("SKIP", target, "not run at 10M rows"))
-    elif ten_m.peak_rss is None:
-        found.append(Check("FAIL", target, f"pipeline {ten_m.status}, no measurement"))
-    else:
-        note = "" if ten_m.ok else f" (run {ten_m.status})"
-        found.append(
-            Check(
-                verdict(ten_m.ok and ten_m.peak_rss < 4_000 * MB),
-                target,
-                f"{fmt_mb(ten_m.peak_rss)} MB{note}",
-            )
-        )
+    found.append(
+        memory_check(ten_m, "10M rows: pipeline peak memory < 4 GB", "not run at 10M rows")
+    )
 
     target = "10M rows: pipeline time <= 11 x its 1M time (linear, 10% slack)"
     if ten_m is None or one_m is None:
