@@ -93,6 +93,11 @@ INVALIDATION = [
     ("visualize.png_scale", 1.5, FROM_VISUALIZE),
     ("visualize.max_points", 1000, FROM_VISUALIZE),
     ("report.title", "Other title", REPORT),
+    ("engine", "spark", ALL),
+    # Where Spark runs is not part of the results; with the Polars engine its partitions are not
+    # either (spark_partitions_invalidate_every_stage_on_spark checks the Spark engine).
+    ("spark.master", "spark://127.0.0.1:7077", frozenset()),
+    ("spark.partitions", 4, frozenset()),
 ]
 DATA_SHA = "a" * 64
 
@@ -176,6 +181,15 @@ def test_a_config_key_invalidates_exactly_the_stages_that_depend_on_it(
     assert changed_stages(before, stage_keys(config, DATA_SHA)) == expected
 
 
+def test_spark_partitions_invalidate_every_stage_on_spark() -> None:
+    on_spark = with_value("engine", "spark")
+    before = stage_keys(on_spark, DATA_SHA)
+    assert (
+        changed_stages(before, stage_keys(with_value("spark.partitions", 3, on_spark), DATA_SHA))
+        == ALL
+    )
+
+
 def test_another_vocabulary_invalidates_cluster_onward() -> None:
     before = stage_keys(SHIPPED, DATA_SHA, "c" * 64)
     assert changed_stages(before, stage_keys(SHIPPED, DATA_SHA, "d" * 64)) == FROM_CLUSTER
@@ -222,7 +236,7 @@ def test_the_code_of_a_stage_contains_its_own_modules(stage: str) -> None:
     files = code_names(STAGES[stage].code)
     assert "__init__.py" in files
     for module in STAGES[stage].code:
-        assert f"{module.removeprefix('segmentation.')}.py" in files
+        assert f"{module.removeprefix('segmentation.').replace('.', '/')}.py" in files
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -129,7 +129,7 @@ PACKAGE = "segmentation"
 # The stage runners import each stage's modules inside their functions. Following those imports
 # would put every stage's code in every stage's key, so instead each Stage names the modules its
 # runner calls into, and only that module's top-level imports are followed.
-RUNNERS = "segmentation.stages"
+RUNNERS = frozenset({"segmentation.stages", "segmentation.spark.runners"})
 # The report module renders the templates; they are code of whatever runs it.
 TEMPLATES_MODULE = "segmentation.report"
 DATA_FOLDERS = {"segmentation.schema": "tables", "segmentation.vocabulary": "vocabularies"}
@@ -152,7 +152,7 @@ def _imported_names(name: str, path: Path) -> set[str]:
     statements = [
         statement
         for statement in tree.body
-        if name != RUNNERS or not isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef)
+        if name not in RUNNERS or not isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef)
     ]
     names: set[str] = set()
     for node in (node for statement in statements for node in ast.walk(statement)):
@@ -275,6 +275,13 @@ def version_id(
     # The locations of the data and of a vocabulary file do not change results; their contents do.
     data = {k: v for k, v in resolved_config["data"].items() if k not in ("path", "url")}
     config = {**resolved_config, "data": {**data, "sha256": data_sha256}}
+    # Where Spark runs (master, conf) does not change results; its fixed partition count may.
+    spark = resolved_config.get("spark", {})
+    config["spark"] = (
+        {"partitions": spark.get("partitions")}
+        if resolved_config.get("engine") == "spark"
+        else None
+    )
     if vocabulary_sha256 is not None:
         config["naming"] = {"sha256": vocabulary_sha256}
     payload = canonical_json({"config": config, "code": code_fingerprint()})

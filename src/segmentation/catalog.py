@@ -17,6 +17,8 @@ Format = Literal["parquet", "csv", "json"]
 PROFILES = "profiles.csv"
 CUSTOMERS = "customers.parquet"
 CUSTOMERS_SUMMARY = "customers_summary.json"
+CHART_SAMPLE = "chart_sample.parquet"
+"""On Spark: the customers kept for the charts (the driver never holds them all)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ DATASETS: dict[str, Dataset] = {
     "assignments": Dataset(artifacts.ASSIGNMENTS_PARQUET, "parquet"),
     "assignments_csv": Dataset(artifacts.ASSIGNMENTS_CSV, "csv"),
     "model": Dataset(artifacts.MODEL, "json"),
+    "chart_sample": Dataset(CHART_SAMPLE, "parquet"),
     "chart_index": Dataset(f"{artifacts.CHARTS}/index.json", "json"),
 }
 TEXT_COLUMNS = (
@@ -69,7 +72,8 @@ class Catalog:
         if dataset.format == "json":
             return artifacts.read_json(path)
         if dataset.format == "parquet":
-            return pl.read_parquet(path)
+            # The Spark engine writes a folder of parts where the Polars engine writes one file.
+            return pl.read_parquet(path / "*.parquet" if path.is_dir() else path)
         header = pl.read_csv(path, n_rows=0).columns
         overrides = {column: pl.String for column in TEXT_COLUMNS if column in header}
         return pl.read_csv(path, schema_overrides=overrides, infer_schema_length=None)

@@ -480,7 +480,7 @@ def customer_silhouettes(
     return (other - own) / np.maximum(np.maximum(own, other), 1e-12), "simplified (centroid-based)"
 
 
-def _centroids_in_data_units(centroids: np.ndarray, schema: TableSchema) -> np.ndarray:
+def centroids_in_data_units(centroids: np.ndarray, schema: TableSchema) -> np.ndarray:
     """Unscaled centroids with log1p undone, so a centroid reads in the column's own units
     (indicator columns read as shares)."""
     readable = centroids.copy()
@@ -545,28 +545,82 @@ def segment_customers(
     segment_ids = mapping[labels]
     order = np.argsort(mapping)  # order[new_id] = old label
     centroids = fit.centers[order]
-    original_centroids = _centroids_in_data_units(original_centroids[order], schema)
 
     profile = profile_segments(customers, segment_ids, schema)
     scored = score_customers(customers, scores) if scores else pl.DataFrame()
     if scores:
         profile = profile.join(score_medians(scored, segment_ids), on="segment_id", how="left")
+    categories = category_profiles(customers, segment_ids, schema, category_shares)
+    described = describe_segments(
+        profile=profile,
+        categories=categories,
+        schema=schema,
+        population=population,
+        vocabulary=vocabulary,
+        original_centroids=centroids_in_data_units(original_centroids[order], schema),
+        scaler=scaler,
+        stability=[(stability or {}).get(str(int(old))) for old in order],
+    )
+    silhouettes, method = customer_silhouettes(
+        matrix, segment_ids, centroids, exact_silhouette_up_to
+    )
+    distances = np.sqrt(((matrix - centroids[segment_ids]) ** 2).sum(axis=1))
+    ids = pl.Series("segment_id", segment_ids, dtype=pl.Int64)
+    assignments = pl.DataFrame(
+        {
+            ID: customers[ID],
+            "segment_id": ids,
+            "segment_name": pl.Series(described.names, dtype=pl.String).gather(ids),
+            **{name: scored[name] for name in scored.columns},
+            "distance_to_centroid": distances,
+            "silhouette": silhouettes,
+        }
+    )
+    model = segment_model(
+        described, schema, scaler, centroids, config, fit.inertia, method, initial_centers is None
+    )
+    return Segmentation(
+        segments=described.segments, profiles=categories, assignments=assignments, model=model
+    )
+
+
+@dataclass(frozen=True)
+class Described:
+    segments: pl.DataFrame
+    names: list[str]
+    actions: list[str | None]
+    traits: list[str]
+
+
+def describe_segments(
+    profile: pl.DataFrame,
+    categories: pl.DataFrame,
+    schema: TableSchema,
+    population: dict[str, dict[str, float]],
+    vocabulary: Vocabulary | None,
+    original_centroids: np.ndarray,
+    scaler: Scaler,
+    stability: list[float | None],
+) -> Described:
+    """Names, actions, traits and the segments table from the segments' profiles (by final id):
+    the part of the stage that reads aggregates only, the same for both engines."""
+    k = profile.height
     grid = vocabulary.grid if vocabulary is not None else None
     cells = grid_cells(profile, grid) if grid is not None else None
-    categories = category_profiles(customers, segment_ids, schema, category_shares)
     names = name_segments(profile, schema, population, vocabulary)
-    actions = suggest_actions(profile, population, vocabulary) if vocabulary else [None] * k
+    actions: list[str | None] = (
+        suggest_actions(profile, population, vocabulary) if vocabulary else [None] * k
+    )
     traits = distinguishing_traits(profile, categories, schema, population)
     centroid_columns = {
         f"centroid_{column}": original_centroids[:, i] for i, column in enumerate(scaler.columns)
     }
-    jaccard = [(stability or {}).get(str(int(old))) for old in order]
     segments = (
         profile.drop(pl.selectors.starts_with("level_"))
         .with_columns(
             pl.Series("name", names),
             *[pl.Series(name, values) for name, values in centroid_columns.items()],
-            pl.Series("stability_jaccard", jaccard, dtype=pl.Float64),
+            pl.Series("stability_jaccard", stability, dtype=pl.Float64),
             *([pl.Series("grid_cell", cells, dtype=pl.String)] if cells is not None else []),
             pl.Series("action", actions, dtype=pl.String),
             pl.Series("traits", traits, dtype=pl.String),
@@ -584,42 +638,44 @@ def segment_customers(
             "traits",
         )
     )
-    silhouettes, method = customer_silhouettes(
-        matrix, segment_ids, centroids, exact_silhouette_up_to
-    )
-    distances = np.sqrt(((matrix - centroids[segment_ids]) ** 2).sum(axis=1))
-    ids = pl.Series("segment_id", segment_ids, dtype=pl.Int64)
-    assignments = pl.DataFrame(
-        {
-            ID: customers[ID],
-            "segment_id": ids,
-            "segment_name": pl.Series(names, dtype=pl.String).gather(ids),
-            **{name: scored[name] for name in scored.columns},
-            "distance_to_centroid": distances,
-            "silhouette": silhouettes,
-        }
-    )
-    model = SegmentModel(
+    return Described(segments=segments, names=names, actions=actions, traits=traits)
+
+
+def segment_model(
+    described: Described,
+    schema: TableSchema,
+    scaler: Scaler,
+    centroids: np.ndarray,
+    config: ClusterConfig,
+    inertia: float,
+    silhouette: str,
+    seeded: bool,
+) -> SegmentModel:
+    """The saved model: scaling, centroids (by final id) and each segment's name and action."""
+    k = centroids.shape[0]
+    return SegmentModel(
         table=schema,
         scaler=ScalerState(**scaler.to_dict()),
         k=k,
         centroids_scaled=tuple(tuple(float(v) for v in row) for row in centroids),
         segments=tuple(
-            SegmentEntry(segment_id=i, name=names[i], action=actions[i], traits=traits[i])
+            SegmentEntry(
+                segment_id=i,
+                name=described.names[i],
+                action=described.actions[i],
+                traits=described.traits[i],
+            )
             for i in range(k)
         ),
         kmeans=KMeansState(
             algorithm=config.algorithm,
-            init="k-means++" if initial_centers is None else "select-k centres",
-            n_init=config.n_init if initial_centers is None else 1,
+            init="k-means++" if seeded else "select-k centres",
+            n_init=config.n_init if seeded else 1,
             max_iter=config.max_iter,
             seed=config.seed,
-            inertia=fit.inertia,
+            inertia=inertia,
         ),
-        silhouette=method,
-    )
-    return Segmentation(
-        segments=segments, profiles=categories, assignments=assignments, model=model
+        silhouette=silhouette,
     )
 
 

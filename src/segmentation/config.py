@@ -146,8 +146,51 @@ class TransactionsConfig(_Section):
         return self
 
 
+SparkConfValue = str | bool | int | float
+
+
+class SparkConfig(_Section):
+    """Where and how the Spark engine runs (`engine: spark`)."""
+
+    master: str = "local[*]"
+    """The cluster: `local[*]`, `spark://host:7077`, `yarn`, `k8s://https://host:443`."""
+    conf: dict[str, SparkConfValue] = Field(default_factory=dict)
+    """Settings handed to the SparkSession as written (`spark.executor.memory: 8g`)."""
+    partitions: int = Field(default=8, ge=1, le=100_000)
+    """The fixed number of partitions the data is spread over: the same count (and seed) gives
+    the same results, wherever the run happens."""
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _text_keys(cls, value: object) -> object:
+        # YAML reads `1: x` or `true: x` as non-text keys; Spark settings are named by text.
+        if isinstance(value, dict):
+            for key, setting in value.items():
+                if not isinstance(key, str):
+                    raise ValueError(
+                        f"key {key!r} is not a string; Spark settings are named like "
+                        "spark.executor.memory (quote the key)"
+                    )
+                if not isinstance(setting, str | bool | int | float):
+                    raise ValueError(
+                        f"{key}: the value must be text, a number or true/false, not "
+                        f"{type(setting).__name__}"
+                    )
+        return value
+
+    def settings(self) -> dict[str, str]:
+        """The settings as Spark takes them: text, with true/false in lower case."""
+        return {
+            key: str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in self.conf.items()
+        }
+
+
 class Config(_Section):
     data: DataConfig
+    engine: Literal["polars", "spark"] = "polars"
+    """polars: one machine; spark: the same stages on a Spark cluster (`spark:`)."""
+    spark: SparkConfig = SparkConfig()
     columns: tuple[ColumnSpec, ...] = Field(default=(), strict=False)
     """The customer table's columns; a purchase log's built table declares its own."""
     features: tuple[str, ...] | None = Field(default=None, strict=False)

@@ -6,6 +6,7 @@ Exit codes (also in the README):
   4  the data is missing and could not be downloaded
   5  `segment verify` found outputs that differ from their manifest
   6  another run is using the same folder
+  7  the Spark engine cannot run: pyspark or Java missing, no master answering, a failed job
   1  a file could not be read or written (disk full, permissions)
 """
 
@@ -49,3 +50,9 @@ class BusyError(SegmentationError):
     """Another run holds the lock on the same artifacts folder."""
 
     exit_code = 6
+
+
+class EngineError(SegmentationError):
+    """The Spark engine cannot run here, or its cluster failed the job."""
+
+    exit_code = 7

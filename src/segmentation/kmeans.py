@@ -70,7 +70,12 @@ def canonical_ids(labels: np.ndarray, original_centroids: np.ndarray) -> np.ndar
     This order depends only on the segments themselves, not on K-Means' label permutation.
     """
     k = original_centroids.shape[0]
-    sizes = np.bincount(labels, minlength=k)
+    return canonical_order(np.bincount(labels, minlength=k), original_centroids)
+
+
+def canonical_order(sizes: np.ndarray, original_centroids: np.ndarray) -> np.ndarray:
+    """`canonical_ids` from each label's size (for labels counted elsewhere, by Spark)."""
+    k = original_centroids.shape[0]
     order = sorted(range(k), key=lambda label: (-sizes[label], *original_centroids[label].round(9)))
     mapping = np.empty(k, dtype=np.int64)
     for new_id, label in enumerate(order):

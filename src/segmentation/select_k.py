@@ -527,6 +527,16 @@ def choose_k(
     }
 
 
+def sample_positions(rows: int, sample_size: int, seed: int) -> np.ndarray | None:
+    """The sorted positions of the customers select-k works on when there are more than
+    `sample_size`, or None to use them all: the same draw on either engine."""
+    if rows <= sample_size:
+        return None
+    return np.sort(
+        np.random.default_rng([seed, SAMPLE_STREAM]).choice(rows, sample_size, replace=False)
+    )
+
+
 def evaluate(
     matrix: np.ndarray,
     unscaled: np.ndarray,
@@ -535,8 +545,12 @@ def evaluate(
     progress: Callable[[str, int], Callable[[int], None]],
     log: Callable[[str], None] = lambda _line: None,
     n_jobs: int | None = None,
+    drawn_from: int | None = None,
 ) -> dict[str, Any]:
     """Every criterion for every k, then the choice: the whole select-k stage on a feature matrix.
+
+    `drawn_from` says that `matrix` is already the sample `sample_positions` draws from that many
+    customers (the Spark engine collects only those rows).
 
     Above `select_k.sample_size` customers, the criteria are computed on a seeded random sample of
     that many; the cluster stage then fits all customers, starting from the chosen k's centres.
@@ -545,14 +559,11 @@ def evaluate(
     13.7 s); `cluster.algorithm` is for the final fit on all customers.
     """
     cluster = cluster.model_copy(update={"algorithm": "lloyd"})
-    rows = matrix.shape[0]
-    if rows > select_k.sample_size:
-        drawn = np.sort(
-            np.random.default_rng([cluster.seed, SAMPLE_STREAM]).choice(
-                rows, select_k.sample_size, replace=False
-            )
-        )
-        matrix, unscaled = matrix[drawn], unscaled[drawn]
+    rows = drawn_from or matrix.shape[0]
+    drawn = sample_positions(rows, select_k.sample_size, cluster.seed)
+    if drawn is not None:
+        if drawn_from is None:
+            matrix, unscaled = matrix[drawn], unscaled[drawn]
         log(
             f"criteria computed on a random sample of {select_k.sample_size:,} of {rows:,} customers"
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segmentation import __version__, artifacts
-from segmentation.catalog import CUSTOMERS, CUSTOMERS_SUMMARY, PROFILES, Catalog
+from segmentation.catalog import CHART_SAMPLE, CUSTOMERS, CUSTOMERS_SUMMARY, PROFILES, Catalog
 from segmentation.config import Config, locate
 from segmentation.dataset import RawData
 from segmentation.errors import ConfigError, DataError
@@ -79,6 +79,8 @@ class Stage:
         resolved = config.resolved()
         values = {}
         for key in self.params:
+            if key.startswith("spark.") and config.engine != "spark":
+                continue  # the Spark settings mean nothing to the Polars engine
             value: Any = resolved
             for part in key.split("."):
                 value = value[part]
@@ -95,6 +97,8 @@ def _customers(ctx: StageContext) -> str:
     config = ctx.config
     if config.data.kind == "customers" or config.transactions is None:
         return "a customer table: nothing to build"
+    if config.engine == "spark":
+        return str(_on_spark(ctx, "customers"))
     from segmentation import transactions
 
     try:
@@ -119,10 +123,19 @@ def _customers(ctx: StageContext) -> str:
     )
 
 
+def _on_spark(ctx: StageContext, stage: str) -> Any:  # a summary line, or select-k's sample
+    """A stage's work on Spark (`segmentation.spark.runners`)."""
+    from segmentation.spark import runners
+
+    return runners.run(ctx, stage)
+
+
 def _prepare(ctx: StageContext) -> str:
     from segmentation import prepare
 
     config = ctx.config
+    if config.engine == "spark":
+        return str(_on_spark(ctx, "prepare"))
     built = config.data.kind == "transactions"
     try:
         prepared = prepare.load_customers(
@@ -164,7 +177,13 @@ def _select_k(ctx: StageContext) -> str:
         select_k.check_k_range(summary["distinct_points"], config.select_k, config.cluster)
     except ConfigError as exc:
         raise ctx.located(exc) from None
-    frame = ctx.catalog.load("prepared")
+    drawn_from = None
+    if config.engine == "spark":
+        # Only the sample select-k works on is collected to the driver.
+        frame = _on_spark(ctx, "select-k")
+        drawn_from = summary["rows_valid"]
+    else:
+        frame = ctx.catalog.load("prepared")
     try:
         selection = select_k.evaluate(
             matrix=prepare.feature_matrix(frame),
@@ -173,6 +192,7 @@ def _select_k(ctx: StageContext) -> str:
             cluster=config.cluster,
             progress=ctx.progress,
             log=ctx.log,
+            drawn_from=drawn_from,
         )
     except ConfigError as exc:
         raise ctx.located(exc) from None
@@ -181,26 +201,35 @@ def _select_k(ctx: StageContext) -> str:
     return f"k={selection['chosen_k']} ({selection['rule']}), silhouette {chosen['silhouette']:.3f}"
 
 
+def stage_vocabulary(ctx: StageContext, schema: TableSchema) -> Any:
+    """The naming vocabulary, checked against the table's columns, or None."""
+    from segmentation.vocabulary import known_columns, load_vocabulary
+
+    config = ctx.config
+    if config.naming is None:
+        return None
+    known = known_columns(schema.columns, config.data.kind == "transactions")
+    try:
+        return load_vocabulary(config.naming, ctx.root, known)
+    except ConfigError as exc:
+        raise ctx.located(exc) from None
+
+
 def _cluster(ctx: StageContext) -> str:
     import numpy as np
 
     from segmentation import cluster, prepare
     from segmentation.schema import rfm_scores
-    from segmentation.vocabulary import known_columns, load_vocabulary
 
     config = ctx.config
+    if config.engine == "spark":
+        return str(_on_spark(ctx, "cluster"))
     catalog = ctx.catalog
     frame = catalog.load("prepared")
     summary = catalog.load("prepare_summary")
     selection = catalog.load("k_selection")
     schema = table_schema(ctx)
-    vocabulary = None
-    if config.naming is not None:
-        known = known_columns(schema.columns, config.data.kind == "transactions")
-        try:
-            vocabulary = load_vocabulary(config.naming, ctx.root, known)
-        except ConfigError as exc:
-            raise ctx.located(exc) from None
+    vocabulary = stage_vocabulary(ctx, schema)
     result = cluster.segment_customers(
         customers=prepare.customer_columns(frame),
         matrix=prepare.feature_matrix(frame),
@@ -235,12 +264,17 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
     config = ctx.config
     catalog = ctx.catalog
     size, seed = config.visualize, config.cluster.seed
-    frame = catalog.load("prepared")
     summary = catalog.load("prepare_summary")
     selection = catalog.load("k_selection")
     segments = catalog.load("segments")
     profiles = catalog.load("profiles")
-    assignments = catalog.load("assignments")
+    if config.engine == "spark":
+        # The cluster stage kept a bounded sample of customers with their segments for the charts.
+        frame = catalog.load("chart_sample")
+        assignments = frame
+    else:
+        frame = catalog.load("prepared")
+        assignments = catalog.load("assignments")
     model = catalog.load("model")
     schema = table_schema(ctx)
     customers = prepare.customer_columns(frame)
@@ -397,26 +431,55 @@ def _report(ctx: StageContext) -> str:
 
 # The config keys of the K-Means fits select-k makes; the final fit also reads cluster.algorithm.
 SELECT_K_CLUSTER_PARAMS = ("cluster.k", "cluster.n_init", "cluster.max_iter", "cluster.seed")
+# The engine and its fixed partition count change how results are computed (not where: the
+# master and the Spark settings are left out of the keys).
+ENGINE_PARAMS = ("engine", "spark.partitions")
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         # A purchase log is aggregated into a customer table first; a customer table passes through.
         Stage(
             name="customers",
-            params=("data.kind", "data.delimiter", "data.as_of", "transactions"),
+            params=(
+                "data.kind",
+                "data.delimiter",
+                "data.as_of",
+                "transactions",
+                *ENGINE_PARAMS,
+            ),
             upstream=(),
             outputs=(CUSTOMERS, CUSTOMERS_SUMMARY),
             reads_data=True,
-            code=("segmentation.stages", "segmentation.transactions", "segmentation.dataset"),
+            code=(
+                "segmentation.stages",
+                "segmentation.transactions",
+                "segmentation.dataset",
+                "segmentation.spark.runners",
+                "segmentation.spark.transactions",
+            ),
             run=_customers,
         ),
         Stage(
             name="prepare",
-            params=("data.as_of", "columns", "features", "scaling", "prepare.on_invalid"),
+            params=(
+                "data.as_of",
+                "columns",
+                "features",
+                "scaling",
+                "prepare.on_invalid",
+                *ENGINE_PARAMS,
+            ),
             upstream=("customers",),
             outputs=(artifacts.PREPARED, artifacts.PREPARE_SUMMARY, artifacts.REJECTS),
             reads_data=True,
-            code=("segmentation.stages", "segmentation.prepare", "segmentation.dataset"),
+            code=(
+                "segmentation.stages",
+                "segmentation.prepare",
+                "segmentation.dataset",
+                "segmentation.spark.runners",
+                "segmentation.spark.prepare",
+                "segmentation.spark.io",
+            ),
             run=_prepare,
         ),
         Stage(
@@ -435,7 +498,7 @@ STAGES: dict[str, Stage] = {
             upstream=("prepare",),
             outputs=(artifacts.K_SELECTION,),
             reads_data=False,
-            code=("segmentation.select_k",),
+            code=("segmentation.select_k", "segmentation.spark.runners"),
             run=_select_k,
         ),
         Stage(
@@ -446,6 +509,7 @@ STAGES: dict[str, Stage] = {
                 *SELECT_K_CLUSTER_PARAMS,
                 "cluster.algorithm",
                 "naming",
+                *ENGINE_PARAMS,
             ),
             upstream=("prepare", "select-k"),
             outputs=(
@@ -454,9 +518,14 @@ STAGES: dict[str, Stage] = {
                 artifacts.ASSIGNMENTS_PARQUET,
                 artifacts.ASSIGNMENTS_CSV,
                 artifacts.MODEL,
+                CHART_SAMPLE,
             ),
             reads_data=False,
-            code=("segmentation.cluster",),
+            code=(
+                "segmentation.cluster",
+                "segmentation.spark.runners",
+                "segmentation.spark.cluster",
+            ),
             run=_cluster,
         ),
         Stage(

@@ -1,0 +1,148 @@
+"""The Spark session a run uses: checked before it starts, so a missing install or an unreachable
+master is one line within seconds, not a JVM stack trace after a minute of retries."""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from segmentation.config import SparkConfig
+from segmentation.errors import EngineError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+INSTALL_HINT = "run `make spark` (installs Java 17 and pyspark)"
+MASTER_TIMEOUT_SECONDS = 5.0
+LOG_SETTINGS = Path(__file__).with_name("log4j2.properties")
+
+
+def check_installed() -> None:
+    """Refuse at once when pyspark or a Java runtime of version 17 or later is missing."""
+    if importlib.util.find_spec("pyspark") is None:
+        raise EngineError(f"engine: spark needs pyspark, which is not installed; {INSTALL_HINT}")
+    java = _java()
+    if java is None:
+        raise EngineError(
+            f"engine: spark needs Java 17 or later, and none was found; {INSTALL_HINT}"
+        )
+    version = _java_version(java)
+    if version is not None and version < 17:
+        raise EngineError(
+            f"engine: spark needs Java 17 or later, and {java} is Java {version}; {INSTALL_HINT}"
+        )
+
+
+def _java() -> str | None:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def _java_version(java: str) -> int | None:
+    try:
+        shown = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        ).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', shown)
+    if found is None:
+        return None
+    major = int(found.group(1))
+    # Java 8 and before call themselves 1.8.
+    return int(found.group(2) or 0) if major == 1 else major
+
+
+def master_addresses(master: str) -> list[tuple[str, int]]:
+    """The host and port of each master of a standalone cluster URL (`spark://a:7077,b:7077`);
+    empty for masters that are not a standalone cluster (local, yarn, k8s)."""
+    if not master.startswith("spark://"):
+        return []
+    addresses = []
+    for part in master.removeprefix("spark://").split(","):
+        host, _, port = part.rpartition(":")
+        addresses.append((host or part, int(port) if port.isdigit() else 7077))
+    return addresses
+
+
+def check_master(master: str, timeout: float = MASTER_TIMEOUT_SECONDS) -> None:
+    """Refuse when no master of a standalone cluster answers: Spark itself retries for a minute."""
+    addresses = master_addresses(master)
+    reasons = []
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError as exc:
+            reasons.append(exc.strerror or type(exc).__name__)
+    if addresses:
+        raise EngineError(
+            f"spark.master {master}: no Spark master answers ({'; '.join(reasons)}); start the "
+            "cluster, or set spark.master: local[*] to run on this machine"
+        )
+
+
+_SESSIONS: dict[str, SparkSession] = {}
+
+
+def spark_session(config: SparkConfig) -> SparkSession:
+    """The run's SparkSession, started at the first stage that needs it and stopped when the
+    process ends: the stages of one run share its executors."""
+    key = config.model_dump_json()
+    if key in _SESSIONS:
+        return _SESSIONS[key]
+    check_installed()
+    check_master(config.master)
+    from pyspark.sql import SparkSession
+
+    python = sys.executable
+    builder = (
+        SparkSession.builder.master(config.master)
+        .appName("segmentation")
+        # Executors run the same Python as the driver; results must not depend on a time zone.
+        .config("spark.pyspark.python", python)
+        .config("spark.pyspark.driver.python", python)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(config.partitions))
+        .config("spark.default.parallelism", str(config.partitions))
+        # A value that does not parse is null (and reported per row), not a failed job.
+        .config("spark.sql.ansi.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_SETTINGS}")
+        # Part files are renamed by the project; Spark's marker files would differ run to run.
+        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+        .config("spark.hadoop.parquet.enable.summary-metadata", "false")
+    )
+    for name, value in config.settings().items():
+        builder = builder.config(name, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # the JVM's failures reach Python as many exception types
+        raise EngineError(
+            f"spark.master {config.master}: Spark did not start ({first_line(exc)}); "
+            "check spark.master and spark.conf"
+        ) from None
+    session.sparkContext.setLogLevel("ERROR")
+    _SESSIONS[key] = session
+    atexit.register(session.stop)
+    return session
+
+
+def first_line(exc: BaseException) -> str:
+    """The useful first line of a JVM error, without Py4J's framing."""
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("An error occurred while calling", "Traceback")):
+            return line[:300]
+    return type(exc).__name__
