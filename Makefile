@@ -142,8 +142,8 @@ test: $(DEV_STAMP) ## Run pre-commit on all files, then pytest
 
 .PHONY: lint
 lint: $(DEV_STAMP) ## Run ruff and mypy only
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 .PHONY: lock
