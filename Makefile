@@ -56,6 +56,10 @@ $(SPARK_STAMP): requirements/spark.lock $(RUNTIME_STAMP)
 .PHONY: spark
 spark: java $(SPARK_STAMP) ## Add the Spark engine to .venv: Java 17 (as root, from Debian) and requirements/spark.lock
 
+.PHONY: spark-test
+spark-test: java $(SPARK_STAMP) $(DEV_STAMP) ## Start a local Spark cluster (1 master, 2 workers), run pytest tests/spark on it, stop it
+	$(BIN)/python scripts/spark_cluster.py run -- $(BIN)/pytest tests/spark
+
 ## Pipeline (CONFIG=config.yaml by default)
 # `make init` needs the data file; say so before building anything.
 ifneq ($(filter init,$(MAKECMDGOALS)),)
