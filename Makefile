@@ -10,6 +10,7 @@ SEGMENT := $(BIN)/segment
 # Stamps keyed on the lock files: the environment is rebuilt only when a lock changes.
 RUNTIME_STAMP := $(VENV)/.runtime.stamp
 DEV_STAMP := $(VENV)/.dev.stamp
+SPARK_STAMP := $(VENV)/.spark.stamp
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: help
@@ -31,6 +32,33 @@ venv: $(RUNTIME_STAMP) ## Create .venv from the runtime lock
 
 .PHONY: dev
 dev: $(DEV_STAMP) ## Create .venv with the development tools too
+
+## Spark engine (optional: not part of venv, dev or the image)
+# Spark 4 runs on Java 17: installed from Debian when `java` is missing or another version.
+JAVA_PACKAGE := openjdk-17-jre-headless
+JAVA_IS_17 := java -version 2>&1 | grep -q 'version "17[."]'
+
+.PHONY: java
+java:
+	@$(JAVA_IS_17) && exit 0; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "java: Spark needs Java 17; as root: apt-get install $(JAVA_PACKAGE)" >&2; exit 2; fi; \
+	echo "installing $(JAVA_PACKAGE)"; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(JAVA_PACKAGE) >/dev/null; } \
+		|| { echo "java: apt-get could not install $(JAVA_PACKAGE)" >&2; exit 2; }; \
+	$(JAVA_IS_17) || { echo "java: $(JAVA_PACKAGE) is installed but \`java\` is not Java 17" \
+		"(choose it with update-alternatives --config java)" >&2; exit 2; }
+
+$(SPARK_STAMP): requirements/spark.lock $(RUNTIME_STAMP)
+	$(PIP_INSTALL) --require-hashes --no-deps -r requirements/spark.lock
+	@touch $@
+
+.PHONY: spark
+spark: java $(SPARK_STAMP) ## Add the Spark engine to .venv: Java 17 (as root, from Debian) and requirements/spark.lock
+
+.PHONY: spark-test
+spark-test: java $(SPARK_STAMP) $(DEV_STAMP) ## Start a local Spark cluster (1 master, 2 workers), run pytest tests/spark on it, stop it
+	$(BIN)/python scripts/spark_cluster.py run -- $(BIN)/pytest tests/spark
 
 ## Pipeline (CONFIG=config.yaml by default)
 # `make init` needs the data file; say so before building anything.
@@ -118,16 +146,18 @@ test: $(DEV_STAMP) ## Run pre-commit on all files, then pytest
 
 .PHONY: lint
 lint: $(DEV_STAMP) ## Run ruff and mypy only
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 .PHONY: lock
-lock: ## Recompile both lock files from pyproject.toml (needs uv and the network)
+lock: ## Recompile the lock files from pyproject.toml (needs uv and the network)
 	uv pip compile pyproject.toml requirements/build.in --generate-hashes --universal \
 		--python-version 3.11 -o requirements/runtime.lock
 	uv pip compile pyproject.toml requirements/build.in --extra dev --generate-hashes --universal \
 		--python-version 3.11 -c requirements/runtime.lock -o requirements/dev.lock
+	uv pip compile requirements/spark.in --generate-hashes --universal \
+		--python-version 3.11 -c requirements/runtime.lock -o requirements/spark.lock
 
 .PHONY: clean
 clean: ## Remove caches: stage cache, unfinished builds, tool caches (keeps every version and .venv)

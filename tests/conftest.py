@@ -24,6 +24,10 @@ from segmentation.config import Scaling
 from segmentation.schema import ColumnSpec, TableSchema
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The Spark tests start JVMs (5-15 s a session) and some need a cluster: `make test` (plain
+# `pytest`) leaves them out; `pytest tests/spark` names them, as `make spark-test` does.
+collect_ignore = ["spark"]
 MALL_COLUMNS: list[dict[str, Any]] = yaml.safe_load((ROOT / "config.yaml").read_text())["columns"]
 """The Mall schema as the shipped config.yaml declares it."""
 
