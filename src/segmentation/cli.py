@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 INTERRUPTED = "interrupted: stopped by the user; complete versions are kept"
+# pyspark warns about the pandas version whenever both are installed (pandera imports
+# pyspark.pandas when it finds pyspark); the project does not use pandas on Spark.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
 
 try:  # Ctrl-C while the command is still starting up: the same line, not a traceback
     import click

@@ -20,9 +20,11 @@ from segmentation.errors import EngineError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+LOG_SETTINGS = Path(__file__).with_name("log4j2.properties")
+"""The driver logs errors only: the run's own lines say what happens."""
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 INSTALL_HINT = "run `make spark` (installs Java 17 and pyspark)"
 MASTER_TIMEOUT_SECONDS = 5.0
-LOG_SETTINGS = Path(__file__).with_name("log4j2.properties")
 
 
 def check_installed() -> None:
@@ -75,6 +77,14 @@ def master_addresses(master: str) -> list[tuple[str, int]]:
     return addresses
 
 
+def on_this_machine(master: str) -> bool:
+    """True for local mode and for a standalone cluster whose masters are all on the loopback."""
+    addresses = master_addresses(master)
+    if addresses:
+        return all(host in LOOPBACK for host, _ in addresses)
+    return master.startswith("local")
+
+
 def check_master(master: str, timeout: float = MASTER_TIMEOUT_SECONDS) -> None:
     """Refuse when no master of a standalone cluster answers: Spark itself retries for a minute."""
     addresses = master_addresses(master)
@@ -118,11 +128,18 @@ def spark_session(config: SparkConfig) -> SparkSession:
         # A value that does not parse is null (and reported per row), not a failed job.
         .config("spark.sql.ansi.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        # The web UI would listen on every interface; turn it on with spark.conf if wanted.
+        .config("spark.ui.enabled", "false")
         .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_SETTINGS}")
         # Part files are renamed by the project; Spark's marker files would differ run to run.
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
         .config("spark.hadoop.parquet.enable.summary-metadata", "false")
     )
+    if on_this_machine(config.master):
+        # Nothing outside this machine needs to reach the driver: listen on the loopback only.
+        builder = builder.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
+        )
     for name, value in config.settings().items():
         builder = builder.config(name, value)
     try:
