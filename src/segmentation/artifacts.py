@@ -67,8 +67,8 @@ class Workspace:
         return self.reports / version
 
     def resolve(self, path: str) -> Path:
-        """A path from the config, relative to the root unless absolute."""
-        candidate = Path(path)
+        """A path from the config, relative to the root unless absolute (`file://` URIs too)."""
+        candidate = Path(path.removeprefix("file://"))
         return candidate if candidate.is_absolute() else self.root / candidate
 
 

@@ -23,6 +23,14 @@ class RawData:
     """True when the hash was checked against `data.sha256`, False for a user's own file."""
     files: tuple[Path, ...] = ()
     """Every file the data is read from, in sorted order."""
+    uris: tuple[str, ...] = ()
+    """For data on a cluster file system (s3a://, hdfs://, read by the Spark engine): every
+    file's URI, in sorted order; `files` is then empty."""
+
+
+def is_remote(location: str) -> bool:
+    """True for a URI of a file system other than this machine's (s3a://, hdfs://, abfss://)."""
+    return "://" in location and not location.startswith("file://")
 
 
 GLOB_CHARACTERS = frozenset("*?[")

@@ -25,7 +25,7 @@ from segmentation import artifacts, stages, versions
 from segmentation.artifacts import Workspace
 from segmentation.catalog import Catalog
 from segmentation.config import Config, load_config, locate
-from segmentation.dataset import RawData, ensure_raw_data
+from segmentation.dataset import RawData, ensure_raw_data, is_remote
 from segmentation.errors import ConfigError
 from segmentation.stages import STAGES, Progress, StageContext
 from segmentation.vocabulary import SHIPPED, known_columns, load_vocabulary, vocabulary_path
@@ -102,7 +102,12 @@ def open_run(config_path: Path, workspace: Workspace, code_root: Path | None = N
     """Validate the config, make sure the data is there and checked, and derive every hash."""
     config = load_config(config_path)
     vocabulary = _vocabulary_sha256(config, config_path, workspace)
-    raw = ensure_raw_data(config.data, workspace.resolve(config.data.path))
+    if config.engine == "spark" and is_remote(config.data.path):
+        from segmentation.spark.io import remote_data
+
+        raw = remote_data(config)
+    else:
+        raw = ensure_raw_data(config.data, workspace.resolve(config.data.path))
     return Run(
         config=config,
         config_path=config_path,
@@ -360,10 +365,10 @@ def verify(workspace: Workspace, version: str) -> Verification:
     manifest = artifacts.read_json(workspace.version_dir(version) / artifacts.MANIFEST)
     recorded = artifacts.output_hashes(workspace.version_dir(version))
     config = manifest["config"]
-    data_path = workspace.resolve(config["data"]["path"])
+    location = config["data"]["path"]
     config["data"] = {
         **config["data"],
-        "path": str(data_path.resolve()),
+        "path": location if is_remote(location) else str(workspace.resolve(location).resolve()),
         "url": None,
         "sha256": manifest["inputs"]["data"]["sha256"],
     }

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from segmentation.config import Config
+from segmentation.dataset import RawData
 from segmentation.errors import DataError
 
 if TYPE_CHECKING:
@@ -96,3 +98,53 @@ def first_line(spark: SparkSession, location: str) -> str:
 
 def files_as_uris(files: Sequence[Path | str]) -> list[str]:
     return [uri(path) for path in files]
+
+
+def data_uris(raw: RawData) -> list[str]:
+    """The URIs Spark reads a run's data from."""
+    return list(raw.uris) or files_as_uris(raw.files)
+
+
+def remote_data(config: Config) -> RawData:
+    """Data on a cluster file system, identified without reading it: the SHA-256 of each file's
+    URI, size, modification time and the file system's own checksum (when it keeps one), in
+    sorted order. `data.sha256` pins that identity."""
+    import hashlib
+    from pathlib import PurePosixPath
+
+    from segmentation.spark.session import spark_session
+
+    spark = spark_session(config.spark)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    pattern = jvm.org.apache.hadoop.fs.Path(config.data.path)
+    system = pattern.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    found = system.globStatus(pattern) or []
+    statuses = sorted((s for s in found if s.isFile()), key=lambda s: str(s.getPath().toString()))
+    if not statuses:
+        raise DataError(
+            f"{config.data.path}: data.path matches no file; check the URI and the credentials "
+            "in spark.conf"
+        )
+    lines = []
+    for status in statuses:
+        checksum = system.getFileChecksum(status.getPath())
+        lines.append(
+            f"{status.getPath().getName()}\0{status.getLen()}\0{status.getModificationTime()}"
+            f"\0{'' if checksum is None else checksum.toString()}\n"
+        )
+    identity = hashlib.sha256("".join(lines).encode()).hexdigest()
+    expected = config.data.sha256
+    if expected is not None and identity != expected:
+        raise DataError(
+            f"{config.data.path}: the files' identity (names, sizes, modification times) is "
+            f"{identity} but data.sha256 pins {expected}; use the pinned files, or set "
+            "data.sha256: null"
+        )
+    uris = tuple(str(s.getPath().toString()) for s in statuses)
+    return RawData(
+        path=Path(str(PurePosixPath(config.data.path))),
+        sha256=identity,
+        pinned=expected is not None,
+        uris=uris,
+    )

@@ -46,7 +46,7 @@ def _customers(ctx: StageContext, spark: Any) -> str:
     try:
         customers, summary = spark_transactions.build_customers(
             spark,
-            io.files_as_uris(ctx.raw.files),
+            io.data_uris(ctx.raw),
             config.transactions,
             whitespace=config.data.delimiter == "whitespace",
             as_of=config.data.as_of,
@@ -72,7 +72,7 @@ def _prepare(ctx: StageContext, spark: Any) -> str:
     config = ctx.config
     built = config.data.kind == "transactions"
     # A purchase log's customer table was built by the customers stage, as Parquet parts.
-    files = [io.uri(ctx.catalog.path("customers"))] if built else io.files_as_uris(ctx.raw.files)
+    files = [io.uri(ctx.catalog.path("customers"))] if built else io.data_uris(ctx.raw)
     try:
         prepared = spark_prepare.prepare_customers(
             spark,
