@@ -13,6 +13,7 @@ from typing import Any
 
 from segmentation import artifacts
 from segmentation.artifacts import Workspace
+from segmentation.catalog import Catalog
 from segmentation.errors import ConfigError, DataError
 
 
@@ -186,9 +187,7 @@ def compare_versions(workspace: Workspace, old: str, new: str) -> Comparison:
         for name in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
     ]
     assignments = {
-        v: pl.read_parquet(folders[v] / artifacts.ASSIGNMENTS_PARQUET).select(
-            "customer_id", "segment_name"
-        )
+        v: Catalog(folders[v]).load("assignments").select("customer_id", "segment_name")
         for v in (old, new)
     }
     joined = assignments[old].join(assignments[new], on="customer_id", suffix="_new")
