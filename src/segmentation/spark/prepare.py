@@ -327,9 +327,11 @@ def _learned(frame: DataFrame, schema: TableSchema, as_of: str | None) -> TableS
         if column.type == "id" or not column.imputes or column.missing != "median":
             continue
         if column.type == "date":
-            days = F.datediff(F.col(column.name), F.lit(EPOCH.isoformat()))
             # The lower middle date, as the Polars engine takes it (no date between two others).
-            wanted[f"median_{column.name}"] = F.percentile_disc(0.5).within_group(days)  # type: ignore[attr-defined]
+            wanted[f"median_{column.name}"] = F.expr(
+                f"percentile_disc(0.5) WITHIN GROUP (ORDER BY datediff(`{column.name}`, "
+                f"DATE'{EPOCH.isoformat()}'))"
+            )
         else:
             wanted[f"median_{column.name}"] = F.percentile(column.name, F.lit(0.5))
     for column in schema.of_type("numeric"):
