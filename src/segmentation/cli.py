@@ -31,8 +31,8 @@ try:  # Ctrl-C while the command is still starting up: the same line, not a trac
 
     from segmentation import __version__, artifacts, pipeline, versions
     from segmentation.artifacts import Workspace
+    from segmentation.context import Progress as ProgressFactory
     from segmentation.errors import ConfigError, DataError, SegmentationError, VerificationError
-    from segmentation.stages import Progress as ProgressFactory
 except KeyboardInterrupt:
     sys.stderr.write(INTERRUPTED + "\n")
     raise SystemExit(130) from None

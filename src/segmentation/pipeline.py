@@ -25,9 +25,10 @@ from segmentation import artifacts, stages, versions
 from segmentation.artifacts import Workspace
 from segmentation.catalog import Catalog
 from segmentation.config import Config, load_config, locate
+from segmentation.context import Progress, StageContext
 from segmentation.dataset import RawData, ensure_raw_data, is_remote
 from segmentation.errors import ConfigError
-from segmentation.stages import STAGES, Progress, StageContext
+from segmentation.stages import STAGES
 from segmentation.vocabulary import SHIPPED, known_columns, load_vocabulary, vocabulary_path
 
 STAGE_ORDER = tuple(STAGES)

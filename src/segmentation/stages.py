@@ -16,48 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from segmentation import __version__, artifacts
-from segmentation.catalog import CHART_SAMPLE, CUSTOMERS, CUSTOMERS_SUMMARY, PROFILES, Catalog
-from segmentation.config import Config, locate
-from segmentation.dataset import RawData
+from segmentation.catalog import CHART_SAMPLE, CUSTOMERS, CUSTOMERS_SUMMARY, PROFILES
+from segmentation.config import Config
+from segmentation.context import StageContext, stage_vocabulary, table_schema
 from segmentation.errors import ConfigError, DataError
-from segmentation.schema import TableSchema
-
-Progress = Callable[[str, int], Callable[[int], None]]
-"""Given a label and a total, returns a callback that advances by a number of steps."""
 
 PACKAGES = (
     "polars", "pyarrow", "numpy", "scikit-learn", "scipy", "altair", "vl-convert-python",
     "pandera", "pydantic", "kneed", "pooch", "jinja2", "click", "rich",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class StageContext:
-    config: Config
-    config_path: Path
-    raw: RawData
-    version: str
-    folder: Path
-    """Where the stage finds its upstream outputs and writes its own."""
-    report_folder: Path
-    git: dict[str, Any]
-    progress: Progress
-    log: Callable[[str], None]
-    """Detail lines for the user (per-k timings, for one), not part of any output."""
-    root: Path = Path()
-    """The project folder: relative paths in the config (a vocabulary file) start here."""
-
-    @property
-    def catalog(self) -> Catalog:
-        return Catalog(self.folder)
-
-    def path(self, name: str) -> Path:
-        return self.folder / name
-
-    def located(self, error: ConfigError) -> ConfigError:
-        """A config error found while running, pointed at its key's line in the config file."""
-        where = locate(self.config_path, error.key) if error.key else str(self.config_path)
-        return ConfigError(f"{where}: {error}")
 
 
 @dataclass(frozen=True)
@@ -86,11 +53,6 @@ class Stage:
                 value = value[part]
             values[key] = value
         return values
-
-
-def table_schema(ctx: StageContext) -> TableSchema:
-    """The declared table with what prepare learned from the data."""
-    return TableSchema.model_validate(ctx.catalog.load("prepare_summary")["schema"])
 
 
 def _customers(ctx: StageContext) -> str:
@@ -199,20 +161,6 @@ def _select_k(ctx: StageContext) -> str:
     ctx.catalog.save("k_selection", selection)
     chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
     return f"k={selection['chosen_k']} ({selection['rule']}), silhouette {chosen['silhouette']:.3f}"
-
-
-def stage_vocabulary(ctx: StageContext, schema: TableSchema) -> Any:
-    """The naming vocabulary, checked against the table's columns, or None."""
-    from segmentation.vocabulary import known_columns, load_vocabulary
-
-    config = ctx.config
-    if config.naming is None:
-        return None
-    known = known_columns(schema.columns, config.data.kind == "transactions")
-    try:
-        return load_vocabulary(config.naming, ctx.root, known)
-    except ConfigError as exc:
-        raise ctx.located(exc) from None
 
 
 def _cluster(ctx: StageContext) -> str:

@@ -1,14 +1,14 @@
 """Where the Spark engine reads and writes: URIs for Spark, and outputs whose bytes repeat.
 
-Spark names its part files with a random job id and adds marker and checksum files; the project
-renames the parts `part-00000.parquet`, `part-00001.parquet`, ... in Spark's order and removes the
-rest, so that the same partitions give the same folder byte for byte.
+Parquet parts are written by the executors with pyarrow, one per partition, named by the
+partition; a CSV goes through Spark's writer in one task, its part renamed and Spark's marker and
+checksum files removed: the same partitions give the same folder byte for byte.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from segmentation.dataset import RawData
 from segmentation.errors import DataError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 PART_GLOB = "part-*"
@@ -56,11 +57,44 @@ def _finish_parts(written: Path, target: Path, suffix: str) -> list[Path]:
 
 
 def write_parquet_parts(frame: DataFrame, target: Path) -> None:
-    """The frame as a folder of Parquet parts (one per partition), written by the executors."""
+    """The frame as a folder of Parquet parts, `part-<partition>.parquet`, each written by the
+    executor that holds the partition, with pyarrow and fixed settings. (Spark's own writer lists
+    each column's encodings in an order that changes from one JVM to the next, so equal data
+    would not give equal bytes.) Empty partitions write no part."""
     written = target.with_name(f".{target.name}.writing")
     shutil.rmtree(written, ignore_errors=True)
-    frame.write.mode("overwrite").option("compression", "zstd").parquet(uri(written))
-    _finish_parts(written, target, ".parquet")
+    written.mkdir(parents=True)
+    folder = str(written)
+
+    def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        part = 0 if context is None else context.partitionId()
+        collected = list(batches)
+        rows = sum(batch.num_rows for batch in collected)
+        if rows:
+            table = pa.Table.from_batches(collected)
+            final = f"{folder}/part-{part:05d}.parquet"
+            # A retried task rewrites its part: write beside it, then rename into place.
+            temporary = f"{final}.{context.attemptNumber() if context else 0}.tmp"
+            pq.write_table(
+                table, temporary, compression="zstd", compression_level=3, write_statistics=True
+            )
+            Path(temporary).replace(final)
+        yield pa.RecordBatch.from_pydict(
+            {"part": [part], "rows": [rows]},
+            schema=pa.schema([("part", pa.int32()), ("rows", pa.int64())]),
+        )
+
+    frame.mapInArrow(write_partition, "part int, rows long").collect()
+    for leftover in written.glob("*.tmp"):
+        leftover.unlink()  # a failed attempt's file, replaced by its retry
+    if target.exists():
+        shutil.rmtree(target)
+    written.rename(target)
 
 
 def write_csv_file(frame: DataFrame, target: Path) -> None:

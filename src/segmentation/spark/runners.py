@@ -4,14 +4,12 @@ the Spark work, and what it writes back. `segmentation.stages` hands stages here
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from segmentation.context import StageContext, stage_vocabulary, table_schema
 from segmentation.errors import ConfigError, EngineError, SegmentationError
 from segmentation.schema import ID
 from segmentation.spark.session import first_line, spark_session
-
-if TYPE_CHECKING:
-    from segmentation.stages import StageContext
 
 ASSIGNMENTS_CSV_UP_TO = 1_000_000
 """On Spark, assignments.csv is written beside the Parquet parts up to this many customers."""
@@ -122,7 +120,7 @@ def _select_k_sample(ctx: StageContext, spark: Any) -> Any:
 def _cluster(ctx: StageContext, spark: Any) -> str:
     import numpy as np
 
-    from segmentation import prepare, stages
+    from segmentation import prepare
     from segmentation.schema import rfm_scores
     from segmentation.spark import cluster as spark_cluster
     from segmentation.spark import io
@@ -131,7 +129,7 @@ def _cluster(ctx: StageContext, spark: Any) -> str:
     catalog = ctx.catalog
     summary = catalog.load("prepare_summary")
     selection = catalog.load("k_selection")
-    schema = stages.table_schema(ctx)
+    schema = table_schema(ctx)
     result = spark_cluster.segment_customers(
         spark,
         prepared=io.read_parquet_parts(spark, catalog.path("prepared")),
@@ -141,7 +139,7 @@ def _cluster(ctx: StageContext, spark: Any) -> str:
         config=config.cluster,
         population=summary["population"],
         category_shares=summary["category_shares"],
-        vocabulary=stages.stage_vocabulary(ctx, schema),
+        vocabulary=stage_vocabulary(ctx, schema),
         initial_centers=np.asarray(selection["centers"]),
         stability=selection["stability"]["per_segment_jaccard"],
         exact_silhouette_up_to=config.select_k.sample_size,

@@ -116,6 +116,9 @@ def spark_session(config: SparkConfig) -> SparkSession:
     from pyspark.sql import SparkSession
 
     python = sys.executable
+    # Executors start their Python workers from PYSPARK_PYTHON (the config key alone is not read
+    # in every deploy mode): the driver's own interpreter unless the user chose another.
+    os.environ.setdefault("PYSPARK_PYTHON", python)
     builder = (
         SparkSession.builder.master(config.master)
         .appName("segmentation")
@@ -156,10 +159,13 @@ def spark_session(config: SparkConfig) -> SparkSession:
 
 
 def first_line(exc: BaseException) -> str:
-    """The useful first line of a JVM error, without Py4J's framing."""
-    text = str(exc).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("An error occurred while calling", "Traceback")):
+    """The useful line of a JVM or Python-worker error, without Py4J's framing: the last
+    `SomethingError: ...` line when there is one (the cause), else the first line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    causes = [line for line in lines if re.match(r"^[\w.$]+(Error|Exception): \S", line)]
+    if causes:
+        return causes[-1][:300]
+    for line in lines:
+        if not line.startswith(("An error occurred while calling", "Traceback")):
             return line[:300]
     return type(exc).__name__
