@@ -255,14 +255,15 @@ def segment_customers(
     exact_silhouette_up_to: int,
     scores: Mapping[str, Mapping[str, Any]] | None,
     chart_rows: int,
+    total: int,
 ) -> SparkSegmentation:
     """The cluster stage on Spark; see `segmentation.cluster.segment_customers` for the meaning
-    of each parameter. `chart_rows` bounds the sample of customers kept for the charts."""
+    of each parameter. `chart_rows` bounds the sample of customers kept for the charts; `total`
+    is the number of customers (prepare counted them)."""
     from pyspark.sql import functions as F
 
     features = [FEATURE_PREFIX + name for name in scaler.columns]
     prepared = prepared.cache()
-    total = prepared.count()
     fitted = _mllib_fit(prepared, features, initial_centers, config)
     labelled = prepared.withColumn("_label", _nearest(features, fitted))
     # Centres from the labels, summed exactly: the same bytes whatever order partitions finish in.

@@ -619,7 +619,7 @@ def prepare_customers(
     resolve_headers(headers, schema, f"{source}:1" if where == "line" else source)
     typed_source = where == "row"
     typed = _typed_table(rows, headers, schema, source, typed_source)
-    typed = typed.repartitionByRange(partitions, "_file_index", LINE).cache()
+    typed = typed.cache()
     totals = typed.select(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("_blank").cast("long")).alias("blank"),
@@ -628,6 +628,9 @@ def prepare_customers(
             for c in schema.columns
             if c.type != "id"
         ],
+        # Fewer distinct ids than ids: some id is repeated (found exactly below).
+        F.count(ID).alias("ids"),
+        F.count_distinct(ID).alias("distinct_ids"),
     ).first()
     if int(totals["rows"]) == 0:
         raise DataError(f"{source}: a header but no customer rows; add one row per customer")
@@ -639,25 +642,24 @@ def prepare_customers(
                 f"{source}: column '{column.name}' ({origin}) has no values in any row; fill it in, "
                 "or leave it out of columns"
             )
-    if schema.id_column is not None:
+    if totals["ids"] != totals["distinct_ids"]:
         repeated = typed.where(F.col(ID).isNotNull()).groupBy(ID).count().where("count > 1")
-        if repeated.limit(1).count():
-            repeated_ids = repeated.select(ID).withColumn("_repeated", F.lit(True))
-            typed = (
-                typed.join(repeated_ids, ID, "left")
-                .withColumn(
-                    REASON,
-                    F.when(
-                        F.col("_repeated"),
-                        F.concat_ws(
-                            "; ",
-                            F.col(REASON),
-                            F.concat(F.lit(f"{ID} "), F.col(ID), F.lit(" appears more than once")),
-                        ),
-                    ).otherwise(F.col(REASON)),
-                )
-                .drop("_repeated")
+        repeated_ids = repeated.select(ID).withColumn("_repeated", F.lit(True))
+        typed = (
+            typed.join(repeated_ids, ID, "left")
+            .withColumn(
+                REASON,
+                F.when(
+                    F.col("_repeated"),
+                    F.concat_ws(
+                        "; ",
+                        F.col(REASON),
+                        F.concat(F.lit(f"{ID} "), F.col(ID), F.lit(" appears more than once")),
+                    ),
+                ).otherwise(F.col(REASON)),
             )
+            .drop("_repeated")
+        )
     typed = typed.cache()
     declared_columns = [c for c in schema.columns if c.type != "id"]
     dropping = [c.name for c in declared_columns if c.missing == "drop"]

@@ -145,6 +145,7 @@ def _cluster(ctx: StageContext, spark: Any) -> str:
         exact_silhouette_up_to=config.select_k.sample_size,
         scores=rfm_scores() if config.data.kind == "transactions" else None,
         chart_rows=config.select_k.sample_size,
+        total=summary["rows_valid"],
     )
     catalog.save("segments", result.segments)
     catalog.save("profiles", result.profiles)
