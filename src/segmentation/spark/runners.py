@@ -53,7 +53,9 @@ def _customers(ctx: StageContext, spark: Any) -> str:
     except ConfigError as exc:
         raise ctx.located(exc) from None
     io.write_parquet_parts(
-        customers.repartition(config.spark.partitions, ID).sortWithinPartitions(ID),
+        # Parts in customer-id order, as the Polars engine's table: prepare then numbers the
+        # customers in the same order, and select-k draws the same sample.
+        customers.repartitionByRange(config.spark.partitions, ID).sortWithinPartitions(ID),
         ctx.catalog.path("customers"),
     )
     ctx.catalog.save("customers_summary", summary)
@@ -70,7 +72,11 @@ def _prepare(ctx: StageContext, spark: Any) -> str:
     config = ctx.config
     built = config.data.kind == "transactions"
     # A purchase log's customer table was built by the customers stage, as Parquet parts.
-    files = [io.uri(ctx.catalog.path("customers"))] if built else io.data_uris(ctx.raw)
+    files = (
+        io.files_as_uris(sorted(ctx.catalog.path("customers").glob("*.parquet")))
+        if built
+        else io.data_uris(ctx.raw)
+    )
     try:
         prepared = spark_prepare.prepare_customers(
             spark,
