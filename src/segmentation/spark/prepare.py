@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 PARTITION_BITS = 33
 """`monotonically_increasing_id` keeps the partition's index above this many bits."""
+BLOCK_LINES = 1_000_000
+"""Lines of a file counted together when numbering the valid rows."""
 POSITION = "position"
 """A valid customer's 0-based place in the data (file by file, row by row): the order the Polars
 engine keeps, so that select-k draws the same sample on both engines."""
@@ -557,30 +559,41 @@ def _first_problems(
     return DataError(f"{source}: {count} invalid row(s): {listed}{more}; fix them, or {hint}")
 
 
-def _positions(spark: SparkSession, frame: DataFrame, partitions: int) -> DataFrame:
-    """`position`: the row's place among the valid rows in file and line order. The rows are
-    range-partitioned and sorted by file and line; the executors count each partition, and the
-    driver adds up the partitions before it."""
+def _positions(spark: SparkSession, frame: DataFrame) -> DataFrame:
+    """`position`: the row's place among the valid rows in file and line order.
+
+    Rows are grouped in blocks of `BLOCK_LINES` lines of a file (a key computed from the row
+    alone, so every job groups them alike; Spark's range partitioning samples, and two jobs may
+    draw different ranges); the executors count each block, the driver adds up the blocks before
+    each, and a row's place in its block comes from a window over the block.
+    """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    ordered = (
-        frame.repartitionByRange(partitions, "_file_index", LINE)
-        .sortWithinPartitions("_file_index", LINE)
-        .withColumn("_ordinal", F.monotonically_increasing_id())
-        .withColumn("_part", F.shiftright("_ordinal", PARTITION_BITS))
+    blocked = frame.withColumn("_block", F.floor(F.col(LINE) / BLOCK_LINES).cast("long"))
+    counts = (
+        blocked.groupBy("_file_index", "_block").agg(F.count(F.lit(1)).alias("_rows")).collect()
     )
-    counts = ordered.groupBy("_part").agg(F.count(F.lit(1)).alias("_rows")).collect()
     offsets, done = [], 0
-    for piece in sorted(counts, key=lambda p: p["_part"]):
-        offsets.append((int(piece["_part"]), done))
-        done += int(piece["_rows"])
-    table = spark.createDataFrame(offsets, "_part long, _before long")
-    within = F.col("_ordinal") - F.shiftleft("_part", PARTITION_BITS)
+    for block in sorted(counts, key=lambda b: (b["_file_index"], b["_block"])):
+        offsets.append((int(block["_file_index"]), int(block["_block"]), done))
+        done += int(block["_rows"])
+    table = spark.createDataFrame(offsets, "_file_index int, _block long, _before long")
+    within = Window.partitionBy("_file_index", "_block").orderBy(LINE)
     return (
-        ordered.join(F.broadcast(table), "_part")
-        .withColumn(POSITION, (F.col("_before") + within).cast("long"))
-        .drop("_part", "_before", "_ordinal", "_file_index")
+        blocked.join(F.broadcast(table), ["_file_index", "_block"])
+        .withColumn(POSITION, (F.col("_before") + F.row_number().over(within) - 1).cast("long"))
+        .drop("_block", "_before", "_file_index")
     )
+
+
+def in_position_order(frame: DataFrame, partitions: int, total: int) -> DataFrame:
+    """The rows in `partitions` parts by position, each sorted: contiguous runs of positions
+    hashed to parts (no sampling, so every job and every run splits them alike)."""
+    from pyspark.sql import functions as F
+
+    run = F.floor(F.col(POSITION) * partitions / max(total, 1)).cast("long")
+    return frame.repartition(partitions, run).sortWithinPartitions(POSITION)
 
 
 def prepare_customers(
@@ -730,8 +743,10 @@ def prepare_customers(
             zip(scaler.columns, scaler.center, scaler.scale, strict=True)
         )
     ]
-    prepared = _positions(
-        spark, matrix.select("_file_index", LINE, ID, *declared, *scaled), partitions
+    prepared = in_position_order(
+        _positions(spark, matrix.select("_file_index", LINE, ID, *declared, *scaled)),
+        partitions,
+        valid_count,
     )
     distinct = matrix.select(*[f"_m{i}" for i in range(len(scaler.columns))]).distinct().count()
     _, ignored = resolve_headers(headers, schema, source)

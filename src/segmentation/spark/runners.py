@@ -9,6 +9,7 @@ from typing import Any
 from segmentation.context import StageContext, stage_vocabulary, table_schema
 from segmentation.errors import ConfigError, EngineError, SegmentationError
 from segmentation.schema import ID
+from segmentation.spark.prepare import in_position_order
 from segmentation.spark.session import first_line, spark_session
 
 ASSIGNMENTS_CSV_UP_TO = 1_000_000
@@ -53,9 +54,8 @@ def _customers(ctx: StageContext, spark: Any) -> str:
     except ConfigError as exc:
         raise ctx.located(exc) from None
     io.write_parquet_parts(
-        # Parts in customer-id order, as the Polars engine's table: prepare then numbers the
-        # customers in the same order, and select-k draws the same sample.
-        customers.repartitionByRange(config.spark.partitions, ID).sortWithinPartitions(ID),
+        # Hashed by id (no sampling): the same log gives the same parts in every run.
+        customers.repartition(config.spark.partitions, ID).sortWithinPartitions(ID),
         ctx.catalog.path("customers"),
     )
     ctx.catalog.save("customers_summary", summary)
@@ -155,9 +155,7 @@ def _cluster(ctx: StageContext, spark: Any) -> str:
     )
     catalog.save("segments", result.segments)
     catalog.save("profiles", result.profiles)
-    ordered = result.assignments.repartitionByRange(
-        config.spark.partitions, "position"
-    ).sortWithinPartitions("position")
+    ordered = in_position_order(result.assignments, config.spark.partitions, result.customers)
     io.write_parquet_parts(ordered.drop("position"), catalog.path("assignments"))
     if result.customers <= ASSIGNMENTS_CSV_UP_TO:
         io.write_csv_file(_csv_ready(ordered.drop("position")), catalog.path("assignments_csv"))
