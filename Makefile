@@ -131,12 +131,18 @@ docker-test: all ## As root: build the image on a stand-in base, run it offline 
 ## Benchmark (not part of `make test`): BENCH_ARGS="--sizes 100k" for a quick run
 # The pipeline runs from its own runtime-only environment, as users and the image install it: the
 # development tools change what some libraries import (pandera loads hypothesis when present).
+# The Spark rows run from another one, the runtime lock and the spark lock (`make spark` in it),
+# so that pyspark's presence does not change the Polars rows; BENCH_ARGS="--spark none" skips it.
 BENCH_ARGS ?=
 BENCH_VENV ?= .venv-bench
+BENCH_SPARK_VENV ?= .venv-bench-spark
+BENCH_NO_SPARK := $(or $(findstring --spark none,$(BENCH_ARGS)),$(findstring --spark=none,$(BENCH_ARGS)))
 .PHONY: bench
-bench: $(DEV_STAMP) ## Benchmark against the notebook baseline (100k, 1M, 10M customers; 10M, 100M purchases); writes bench/results.md
+bench: $(DEV_STAMP) ## Benchmark against the notebook baseline and Spark (100k, 1M, 10M customers; 10M, 100M purchases); writes bench/results.md
 	$(MAKE) --no-print-directory venv VENV=$(BENCH_VENV)
-	$(BIN)/python bench/run.py --segment $(BENCH_VENV)/bin/segment $(BENCH_ARGS)
+	$(if $(BENCH_NO_SPARK),,$(MAKE) --no-print-directory spark VENV=$(BENCH_SPARK_VENV))
+	$(BIN)/python bench/run.py --segment $(BENCH_VENV)/bin/segment \
+		--spark-segment $(BENCH_SPARK_VENV)/bin/segment $(BENCH_ARGS)
 
 ## Tooling
 .PHONY: test

@@ -25,6 +25,7 @@ to bench/results.md, and prints PASS / FAIL / SKIP for each target. Exit 1 if an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -32,10 +33,11 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -57,27 +59,54 @@ NA = "n/a"
 
 # The wrapper that measures one run: it starts the command in its own session, waits (killing the
 # whole session on timeout or when interrupted) and writes wall time, exit code, CPU time and peak
-# memory as JSON. Peak memory is the most that the session's processes held at once: the sum of
-# their resident sizes, sampled every 0.1 s from /proc, or the largest single process's peak
-# (getrusage; ru_maxrss is KiB on Linux, bytes on macOS) if that is more.
+# memory as JSON. Every 0.1 s it reads each process's parent, session, resident size and CPU ticks
+# from /proc, and keeps three peaks of the sum of resident sizes (and the CPU time of each group):
+# - the session's: every process of the run (what the table's peak memory is);
+# - the driver's: the command and its descendants only. A Spark run's driver is the `segment`
+#   process and its JVM; executors on a standalone cluster are children of the worker JVMs, not of
+#   the driver, so they are left out (in local mode they live inside the driver JVM). Its CPU time
+#   is the processes' own ticks as last seen, or getrusage's if more: a JVM that outlives the
+#   `segment` process is never waited for, so getrusage misses it;
+# - the watched processes' (a Spark cluster's master and workers, given as process ids) and their
+#   descendants (the executors and their Python workers), with the CPU time those used during the run.
+# The session and driver peaks are at least the largest single process's peak (getrusage; ru_maxrss
+# is KiB on Linux, bytes on macOS) when that is more.
 WRAPPER = r"""
 import json, os, resource, signal, subprocess, sys, time
-out, timeout, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+out, timeout, watch, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+watched = {int(pid) for pid in watch.split(",") if pid.strip()}
 PAGE = os.sysconf("SC_PAGE_SIZE")
-def session_rss(session):
-    total = 0
+TICK = os.sysconf("SC_CLK_TCK")
+def processes():
+    # pid -> (parent, session, resident bytes, CPU ticks: user + system)
+    found = {}
     for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[3]) == session:
-                with open(f"/proc/{pid}/statm") as f:
-                    total += int(f.read().split()[1]) * PAGE
+            found[int(pid)] = (int(fields[1]), int(fields[3]), int(fields[21]) * PAGE,
+                               int(fields[11]) + int(fields[12]))
         except (OSError, IndexError, ValueError):
             pass
-    return total
+    return found
+def tree(found, roots):
+    children = {}
+    for pid, (parent, _, _, _) in found.items():
+        children.setdefault(parent, []).append(pid)
+    todo = [pid for pid in roots if pid in found]
+    seen = set(todo)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+first = processes()
+cpu_before = {pid: first[pid][3] for pid in tree(first, watched)}
+cpu_last = dict(cpu_before)
+driver_cpu = {}
 start = time.perf_counter()
 child = subprocess.Popen(cmd, start_new_session=True)
 def stop(signum, frame):
@@ -87,13 +116,23 @@ def stop(signum, frame):
 signal.signal(signal.SIGINT, stop)
 signal.signal(signal.SIGTERM, stop)
 timed_out = False
-sampled = 0
+session_peak = driver_peak = watched_peak = 0
 while True:
     try:
         code = child.wait(timeout=0.1)
         break
     except subprocess.TimeoutExpired:
-        sampled = max(sampled, session_rss(child.pid))
+        found = processes()
+        session_peak = max(session_peak, sum(p[2] for p in found.values() if p[1] == child.pid))
+        driver = tree(found, [child.pid])
+        driver_peak = max(driver_peak, sum(found[pid][2] for pid in driver))
+        for pid in driver:
+            driver_cpu[pid] = found[pid][3]
+        if watched:
+            cluster = tree(found, watched)
+            watched_peak = max(watched_peak, sum(found[pid][2] for pid in cluster))
+            for pid in cluster:
+                cpu_last[pid] = found[pid][3]
         if time.perf_counter() - start > timeout:
             timed_out = True
             os.killpg(child.pid, signal.SIGKILL)
@@ -102,11 +141,14 @@ while True:
 seconds = time.perf_counter() - start
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 largest = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
-cpu = usage.ru_utime + usage.ru_stime
+cpu = max(usage.ru_utime + usage.ru_stime, sum(driver_cpu.values()) / TICK)
+watched_cpu = sum(ticks - cpu_before.get(pid, 0) for pid, ticks in cpu_last.items()) / TICK
 with open(out, "w") as f:
     json.dump(
         {"seconds": seconds, "cpu": cpu, "exit_code": code, "timed_out": timed_out,
-         "peak_rss": max(sampled, largest)},
+         "peak_rss": max(session_peak, largest), "driver_rss": max(driver_peak, largest),
+         "watched_rss": watched_peak if watched else None,
+         "watched_cpu": watched_cpu if watched else None},
         f,
     )
 """
@@ -120,6 +162,11 @@ class Measurement:
     timed_out: bool
     peak_rss: int
     log: Path
+    driver_rss: int | None = None
+    """The command and its descendants only (a Spark run's driver: `segment` and its JVM)."""
+    watched_rss: int | None = None
+    """The watched processes (a Spark cluster) and their descendants, when some were given."""
+    watched_cpu: float | None = None
 
 
 @dataclass
@@ -140,26 +187,60 @@ class Result:
     table_seconds: float | None = None
     """Transaction rows: the time of building the customer table (the pipeline's `customers`
     stage; pandas reading the parts and aggregating, without its imports)."""
+    driver_rss: int | None = None
+    """Spark rows: the peak of the `segment` process and its descendants (its driver JVM; in
+    local mode the executors too)."""
+    cluster_rss: int | None = None
+    """Spark rows on the standalone cluster: the peak of its master, workers and executors."""
+    cluster_cpu: float | None = None
+    """Spark rows on the standalone cluster: the CPU time its processes used during the run."""
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
 
-def measure(command: list[str], cwd: Path, log: Path, timeout: float) -> Measurement:
-    """Run `command` in `cwd` under the wrapper; its output goes to `log`."""
+def measure(
+    command: list[str],
+    cwd: Path,
+    log: Path,
+    timeout: float,
+    watch: tuple[int, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Measurement:
+    """Run `command` in `cwd` under the wrapper; its output goes to `log`. The processes in
+    `watch` (and their descendants) are measured apart from the run's own."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = Path(handle.name)
     try:
         with log.open("w") as sink:
-            subprocess.run(
-                [sys.executable, "-c", WRAPPER, str(out), str(timeout), *command],
+            wrapper = subprocess.Popen(
+                [
+                    sys.executable,
+                    *("-c", WRAPPER, str(out), str(timeout), ",".join(map(str, watch))),
+                    *command,
+                ],
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                check=True,
+                env=env,
             )
+            try:
+                code = wrapper.wait()
+            except BaseException:
+                # Interrupted (Ctrl-C, or SIGTERM turned into an exception): the wrapper ends the
+                # whole run, then exits; killing it at once would leave the run going.
+                with contextlib.suppress(OSError):
+                    wrapper.send_signal(signal.SIGTERM)
+                try:
+                    wrapper.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    wrapper.kill()
+                    wrapper.wait()
+                raise
+        if code != 0:
+            raise subprocess.CalledProcessError(code, "the measuring wrapper")
         data = json.loads(out.read_text())
     finally:
         out.unlink(missing_ok=True)
@@ -170,6 +251,9 @@ def measure(command: list[str], cwd: Path, log: Path, timeout: float) -> Measure
         timed_out=bool(data["timed_out"]),
         peak_rss=int(data["peak_rss"]),
         log=log,
+        driver_rss=int(data["driver_rss"]),
+        watched_rss=None if data["watched_rss"] is None else int(data["watched_rss"]),
+        watched_cpu=None if data["watched_cpu"] is None else float(data["watched_cpu"]),
     )
 
 
@@ -544,6 +628,341 @@ def transactions_checks(results: list[Result], asked: list[int]) -> list[Check]:
     return found
 
 
+# ---------------------------------------------------------------------------------------------
+# The Spark engine (`engine: spark`): in local mode, and on a standalone cluster on this machine
+
+SPARK_MODES = ("local", "cluster")
+SPARK_LOCAL_MASTER = "local[2]"
+SPARK_PARTITIONS = 8
+SPARK_CONF: dict[str, str] = {
+    # The driver JVM's heap, the same at every size: the driver's memory must not grow with the
+    # data. In local mode the executors run inside this JVM, so it bounds them too.
+    "spark.driver.memory": "2g",
+}
+SPARK_CLUSTER_CONF: dict[str, str] = {
+    # scripts/spark_cluster.py gives each of its 2 workers 1 core and 2g (--worker-memory): one
+    # executor per worker, with all of the worker's memory (the default, 1g, is tight at 10M).
+    "spark.executor.memory": "2g",
+}
+SPARK_CLUSTER_SCRIPT = REPO / "scripts" / "spark_cluster.py"
+SPARK_ARI = 0.98
+DRIVER_FLAT = 0.20
+"""The driver's peak at 10M customers may differ from its peak at 1M by at most this share."""
+
+
+def engine_label(mode: str) -> str:
+    return f"spark {SPARK_LOCAL_MASTER}" if mode == "local" else "spark cluster"
+
+
+def spark_config(pipeline: str, master: str, cluster: bool) -> str:
+    """A pipeline config (YAML text, as `pipeline_config` or `transactions_config` write it) run
+    on Spark: `engine: spark` and a `spark:` section with the master, the partitions, and the
+    driver's (and on a cluster the executors') memory."""
+    config: dict[str, Any] = yaml.safe_load(pipeline) or {}
+    config["engine"] = "spark"
+    config["spark"] = {
+        "master": master,
+        "partitions": SPARK_PARTITIONS,
+        "conf": SPARK_CONF | (SPARK_CLUSTER_CONF if cluster else {}),
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@dataclass
+class SparkCluster:
+    master: str
+    pids: tuple[int, ...]
+    """The master's and the workers' process ids: the executors are their descendants."""
+    folder: Path
+
+
+class ClusterStartError(Exception):
+    """The standalone cluster did not start; the message says why and where its logs are."""
+
+
+def cluster_command(python: Path, folder: Path, action: str) -> list[str]:
+    ports = ("--master-port", "0", "--master-ui-port", "0", "--worker-ui-port", "0")
+    return [str(python), str(SPARK_CLUSTER_SCRIPT), action, "--dir", str(folder), *ports]
+
+
+@contextlib.contextmanager
+def spark_cluster(python: Path, keep: bool, say: Say) -> Iterator[SparkCluster]:
+    """A standalone cluster (1 master, 2 workers on 127.0.0.1, free ports) started with
+    scripts/spark_cluster.py in a folder of its own, and stopped whatever happens: an error, a
+    failed run, Ctrl-C or SIGTERM (see `terminating_signals_raise`)."""
+    folder = Path(tempfile.mkdtemp(prefix="segbench-spark-cluster-"))
+    log = folder / "harness.log"
+    ok = False
+    try:
+        say(f"spark cluster: starting (folder {folder})")
+        with log.open("a") as sink:
+            started = subprocess.run(
+                cluster_command(python, folder, "start"),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+                check=False,
+            )
+        if started.returncode != 0:
+            raise ClusterStartError(
+                f"scripts/spark_cluster.py start exited with {started.returncode}:\n{tail(log)}"
+            )
+        state = json.loads((folder / "cluster.json").read_text())
+        cluster = SparkCluster(
+            str(state["master"]), tuple(int(m["pid"]) for m in state["members"]), folder
+        )
+        say(f"spark cluster: {cluster.master}, processes {', '.join(map(str, cluster.pids))}")
+        yield cluster
+        ok = True
+    finally:
+        # A second Ctrl-C or SIGTERM must not cut the stop short.
+        previous = {
+            sig: signal.signal(sig, signal.SIG_IGN)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
+        try:
+            if (folder / "cluster.json").is_file():
+                with log.open("a") as sink:
+                    subprocess.run(
+                        cluster_command(python, folder, "stop"),
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=sink,
+                        check=False,
+                    )
+                say("spark cluster: stopped")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if ok and not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            say(f"spark cluster: kept {folder} (logs/, worker-*/work/ for the executors' logs)")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: end the run being measured and stop the cluster, as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def terminating_signals_raise() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into an exception, so that `finally` blocks (stopping the
+    cluster) run."""
+
+    def handler(number: int, _frame: Any) -> None:
+        raise Terminated(signal.Signals(number).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class SparkRun:
+    """What one Spark row runs on: a customer table (bench/generate.py) or a purchase log."""
+
+    kind: str  # customers | transactions
+    rows: int
+    truth: Path
+    pipeline: str
+    """The Polars config (YAML text) the Spark config is made from."""
+    customers: int | None = None
+
+
+def run_spark(
+    what: SparkRun,
+    mode: str,
+    cluster: SparkCluster | None,
+    segment: Path,
+    timeout: float,
+    keep: bool,
+    logs: Path,
+    say: Say,
+) -> Result:
+    """One pipeline run with `engine: spark`: in local mode (`local[2]`) or on `cluster`. Its
+    peak memory is the driver's (`segment` and its JVM, without the cluster's processes); on the
+    cluster the master, workers and executors are measured apart."""
+    label = engine_label(mode)
+    short = "tx" if what.kind == "transactions" else ""
+    project = Path(tempfile.mkdtemp(prefix=f"segbench-{short}{what.rows}-spark-{mode}-"))
+    master = cluster.master if cluster is not None else SPARK_LOCAL_MASTER
+    (project / "config.yaml").write_text(spark_config(what.pipeline, master, cluster is not None))
+    say(f"{label}, {what.rows:,} {what.kind}: running in {project}")
+    # The driver listens on the loopback address, where the cluster's executors reach it.
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+    measured = measure(
+        [str(segment), "run", "--config", "config.yaml"],
+        project,
+        project / "run.log",
+        timeout,
+        watch=cluster.pids if cluster is not None else (),
+        env=env,
+    )
+    result = Result(
+        what.rows,
+        label,
+        status_of(measured, timeout),
+        seconds=measured.seconds,
+        cpu_seconds=measured.cpu_seconds,
+        peak_rss=measured.peak_rss,
+        customers=what.customers,
+        driver_rss=measured.driver_rss,
+        cluster_rss=measured.watched_rss,
+        cluster_cpu=measured.watched_cpu,
+    )
+    stages = stage_seconds(measured.log)
+    result.table_seconds = stages.get("customers") if what.kind == "transactions" else None
+    if stages:
+        result.notes.append(f"stages: {stage_times(measured.log)}")
+    if not result.ok:
+        result.notes.append(f"stopped {where_it_stopped(measured.log)}")
+    if result.ok:
+        read_outputs(result, version_readers(project, what.truth, result), say)
+    finish(result, measured, project, keep, logs, say, name=f"{short}{what.rows}-spark-{mode}")
+    if result.driver_rss is not None:
+        extra = ""
+        if result.cluster_rss is not None and result.cluster_cpu is not None:
+            extra = (
+                f"; cluster (master, workers, executors) peak {fmt_mb(result.cluster_rss)} MB,"
+                f" {result.cluster_cpu:.1f} s CPU"
+            )
+        say(f"  driver peak {fmt_mb(result.driver_rss)} MB{extra}")
+    return result
+
+
+PIPELINE_STAGES = ("customers", "prepare", "select-k", "cluster", "visualize", "report")
+
+
+def where_it_stopped(log: Path) -> str:
+    """The stage a run that did not finish was in: the first not reported done in its log."""
+    done = stage_seconds(log)
+    for stage in PIPELINE_STAGES:
+        if stage not in done:
+            return f"in {stage} (stages done: {', '.join(done) or 'none'})"
+    return "after its last stage"
+
+
+def spark_table(results: list[Result], polars: dict[tuple[str, int], float]) -> str:
+    """The Spark rows; `polars` holds the Polars pipeline's wall time per (kind, rows)."""
+    lines = [
+        "| data | rows | engine | status | wall time (s) | driver CPU (s) | cluster CPU (s) |"
+        " driver peak (MB) | cluster peak (MB) | chosen k | ARI | time / Polars |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        kind = "transactions" if r.customers is not None else "customers"
+        ratio = NA
+        reference = polars.get((kind, r.rows))
+        if r.ok and r.seconds is not None and reference:
+            ratio = f"{r.seconds / reference:.2f}x"
+        cells = [
+            kind,
+            fmt_rows(r.rows),
+            r.tool,
+            r.status,
+            NA if r.seconds is None else f"{r.seconds:,.1f}",
+            NA if r.cpu_seconds is None else f"{r.cpu_seconds:,.1f}",
+            NA if r.cluster_cpu is None else f"{r.cluster_cpu:,.1f}",
+            fmt_mb(r.driver_rss),
+            fmt_mb(r.cluster_rss),
+            NA if r.chosen_k is None else str(r.chosen_k),
+            NA if r.ari is None else f"{r.ari:.4f}",
+            ratio,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spark_checks(results: list[Result], modes: list[str]) -> list[Check]:
+    """On the standalone cluster the driver's peak at 10M customers is within 20% of its peak at
+    1M (in local mode it is only reported: the executors live in the driver); every Spark row
+    finds k = 5 with an ARI of at least 0.98 against the true groups."""
+
+    def find(rows: int, label: str) -> Result | None:
+        return next(
+            (r for r in results if r.rows == rows and r.tool == label and r.customers is None),
+            None,
+        )
+
+    found: list[Check] = []
+    for mode in modes:
+        label = engine_label(mode)
+        one_m, ten_m = find(1_000_000, label), find(10_000_000, label)
+        target = f"{label}: driver peak memory flat from 1M to 10M customers (within 20%)"
+        if mode == "local":
+            target = f"{label}: driver peak memory from 1M to 10M customers (reported, no target)"
+        if one_m is None or ten_m is None:
+            found.append(Check("SKIP", target, "needs Spark runs at 1M and 10M customers"))
+            continue
+        if one_m.driver_rss is None or ten_m.driver_rss is None or not (one_m.ok and ten_m.ok):
+            verdict = "NOTE" if mode == "local" else "FAIL"
+            found.append(Check(verdict, target, f"1M {one_m.status}, 10M {ten_m.status}"))
+            continue
+        change = ten_m.driver_rss / one_m.driver_rss - 1
+        detail = (
+            f"{fmt_mb(one_m.driver_rss)} MB at 1M, {fmt_mb(ten_m.driver_rss)} MB at 10M"
+            f" ({change:+.0%})"
+        )
+        if mode == "local":
+            found.append(Check("NOTE", target, detail + "; the executors run in the driver JVM"))
+        else:
+            passed = abs(change) <= DRIVER_FLAT
+            found.append(Check("PASS" if passed else "FAIL", target, detail))
+    for r in results:
+        kind = "transactions" if r.customers is not None else "customers"
+        target = f"{r.tool}, {fmt_rows(r.rows)} {kind}: k = {TRUE_K} and ARI >= {SPARK_ARI}"
+        if r.ari is None or r.chosen_k is None:
+            found.append(Check("FAIL", target, f"{r.status}, no segments"))
+        else:
+            passed = r.chosen_k == TRUE_K and r.ari >= SPARK_ARI
+            found.append(
+                Check("PASS" if passed else "FAIL", target, f"k = {r.chosen_k}, ARI = {r.ari:.4f}")
+            )
+    return found
+
+
+def run_spark_rows(
+    runs: list[SparkRun],
+    modes: list[str],
+    segment: Path,
+    timeout: float,
+    keep: bool,
+    logs: Path,
+    say: Say,
+) -> list[Result]:
+    """Every Spark row: local mode first, then the standalone cluster (started for its rows only,
+    and stopped whatever happens). A cluster that does not start makes its rows say so."""
+    results: list[Result] = []
+    if "local" in modes:
+        for what in runs:
+            results.append(run_spark(what, "local", None, segment, timeout, keep, logs, say))
+    if "cluster" in modes and runs:
+        try:
+            with spark_cluster(segment.parent / "python", keep, say) as cluster:
+                for what in runs:
+                    results.append(
+                        run_spark(what, "cluster", cluster, segment, timeout, keep, logs, say)
+                    )
+        except ClusterStartError as exc:
+            say(f"spark cluster: did not start: {exc}")
+            for what in runs:
+                if not any(r.rows == what.rows and r.tool == engine_label("cluster")
+                           and (r.customers is None) == (what.kind == "customers")
+                           for r in results):  # fmt: skip
+                    results.append(
+                        Result(
+                            what.rows,
+                            engine_label("cluster"),
+                            "failed (the cluster did not start)",
+                            customers=what.customers,
+                        )
+                    )
+    return results
+
+
 @dataclass
 class SampleRun:
     """One pipeline run of the sample-size study."""
@@ -664,10 +1083,12 @@ def finish(
     logs: Path,
     say: Say,
     prefix: str = "",
+    name: str | None = None,
 ) -> None:
-    """Say how the run went, keep its log in `logs`, and remove its folder unless it failed."""
+    """Say how the run went, keep its log in `logs` (as NAME.log, by default the prefix, rows
+    and tool), and remove its folder unless it failed."""
     logs.mkdir(parents=True, exist_ok=True)
-    kept_log = logs / f"{prefix}{result.rows}-{result.tool}.log"
+    kept_log = logs / f"{name or f'{prefix}{result.rows}-{result.tool}'}.log"
     shutil.copyfile(measured.log, kept_log)
     say(
         f"  {result.status}: {result.seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU, "
@@ -847,7 +1268,33 @@ def load_average() -> str:
         return "unknown"
 
 
-def machine(load_at_start: str) -> list[str]:
+def spark_versions(python: Path) -> str:
+    """pyspark's version in the Spark rows' environment, and Java's."""
+    found = []
+    try:
+        found.append(
+            "pyspark "
+            + subprocess.run(
+                [str(python), "-c", "import pyspark; print(pyspark.__version__)"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        found.append("pyspark (not found)")
+    try:
+        shown = subprocess.run(
+            ["java", "-version"], capture_output=True, text=True, check=True, timeout=60
+        ).stderr.splitlines()
+        found.append(shown[0].strip() if shown else "java (unknown version)")
+    except (OSError, subprocess.SubprocessError):
+        found.append("java (not found)")
+    return ", ".join(found)
+
+
+def machine(load_at_start: str, spark_python: Path | None = None) -> list[str]:
     cpuinfo = Path("/proc/cpuinfo")
     model = "unknown"
     if cpuinfo.is_file():
@@ -876,6 +1323,7 @@ def machine(load_at_start: str) -> list[str]:
         f"- RAM: {memory}",
         f"- OS: {platform.platform()}",
         f"- Python {platform.python_version()}; " + ", ".join(versions),
+        *([f"- Spark rows: {spark_versions(spark_python)}"] if spark_python else []),
         f"- code: {git_describe()}",
         f"- load average (1, 5, 15 min) at the start: {load_at_start}; at the end: "
         f"{load_average()}",
@@ -964,6 +1412,38 @@ def main(argv: list[str] | None = None) -> int:
         help="build the customer table with pandas only up to this many transactions",
     )
     parser.add_argument(
+        "--spark",
+        default="local,cluster",
+        help="Spark rows, comma-separated: local (spark.master local[2]), cluster (a standalone"
+        " cluster of 2 workers on this machine, started and stopped by the benchmark); 'none' or"
+        " '' skips them",
+    )
+    parser.add_argument(
+        "--spark-sizes",
+        type=lambda text: [parse_rows(part) for part in text.split(",") if part.strip()],
+        default=[1_000_000, 10_000_000],
+        help="customer table sizes to run on Spark ('' for none)",
+    )
+    parser.add_argument(
+        "--spark-transactions",
+        type=lambda text: [parse_rows(part) for part in text.split(",") if part.strip()],
+        default=[100_000_000],
+        help="purchase-log sizes (transactions) to run on Spark ('' for none)",
+    )
+    parser.add_argument(
+        "--spark-timeout",
+        type=float,
+        help="seconds before a Spark run is killed (default: --timeout); its row says where it"
+        " stopped",
+    )
+    parser.add_argument(
+        "--spark-segment",
+        type=Path,
+        default=REPO / ".venv-bench-spark" / "bin" / "segment",
+        help="the pipeline's command for the Spark rows, from an environment with pyspark; the"
+        " cluster's workers run that environment's Python",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the temporary project folders of good runs too"
     )
     parser.add_argument(
@@ -975,11 +1455,24 @@ def main(argv: list[str] | None = None) -> int:
     tools = {part.strip() for part in args.tools.split(",") if part.strip()}
     if not tools or tools - {"pipeline", "baseline"}:
         parser.error(f"--tools takes pipeline and/or baseline, got {args.tools!r}")
+    spark_modes = [part.strip() for part in args.spark.split(",") if part.strip()]
+    if spark_modes == ["none"]:
+        spark_modes = []
+    if set(spark_modes) - set(SPARK_MODES):
+        parser.error(f"--spark takes local and/or cluster, or none; got {args.spark!r}")
+    if not (args.spark_sizes or args.spark_transactions):
+        spark_modes = []
     # Each run starts in its own folder: a relative path would no longer point at the command.
     args.segment = args.segment.absolute()
+    args.spark_segment = args.spark_segment.absolute()
     if "pipeline" in tools and not args.segment.is_file():
         parser.error(
             f"{args.segment} not found: run `make venv VENV=.venv-bench` first, or pass --segment"
+        )
+    if spark_modes and not args.spark_segment.is_file():
+        parser.error(
+            f"{args.spark_segment} not found: run `make spark VENV=.venv-bench-spark` first, pass"
+            " --spark-segment, or --spark none"
         )
 
     def say(line: str) -> None:
@@ -1030,6 +1523,22 @@ def main(argv: list[str] | None = None) -> int:
                     run_transactions_pandas(log_data, customers, args.timeout, args.keep, logs, say)
                 )
 
+    spark_runs: list[SparkRun] = []
+    for rows in args.spark_sizes if spark_modes else []:
+        data = ensure(rows, args.seed, args.data_dir, log=say)
+        spark_runs.append(
+            SparkRun("customers", rows, data.truth, pipeline_config(args.config, data.csv))
+        )
+    for rows in args.spark_transactions if spark_modes else []:
+        log_data = tx.ensure(rows, args.seed, args.data_dir, log=say)
+        customers = pl.scan_parquet(log_data.truth).select(pl.len()).collect().item()
+        pipeline = transactions_config(args.config, log_data)
+        spark_runs.append(SparkRun("transactions", rows, log_data.truth, pipeline, customers))
+    spark_timeout = args.timeout if args.spark_timeout is None else args.spark_timeout
+    spark_results = run_spark_rows(
+        spark_runs, spark_modes, args.spark_segment, spark_timeout, args.keep, logs, say
+    )
+
     study: list[SampleRun] = []
     if args.sample_sizes and "pipeline" in tools:
         data = ensure(args.sample_study_rows, args.seed, args.data_dir, log=say)
@@ -1045,7 +1554,17 @@ def main(argv: list[str] | None = None) -> int:
         verdicts.append(sample_check(study, default_sample_size(args.config)))
     if args.transactions:
         verdicts.extend(transactions_checks(tx_results, args.transactions))
-    for text in (rendered, studied, tx_rendered):
+    polars_seconds = {
+        ("customers", r.rows): r.seconds for r in results if r.tool == "pipeline" and r.ok
+    } | {("transactions", r.rows): r.seconds for r in tx_results if r.tool == "pipeline" and r.ok}
+    spark_rendered = (
+        spark_table(spark_results, {key: s for key, s in polars_seconds.items() if s})
+        if spark_results
+        else ""
+    )
+    if spark_modes:
+        verdicts.extend(spark_checks(spark_results, spark_modes))
+    for text in (rendered, studied, tx_rendered, spark_rendered):
         if text:
             say("\n" + text)
     say("")
@@ -1058,9 +1577,12 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "# Benchmark results",
                 "",
-                f"`{command.strip()}` (data seed {args.seed}; timeout {args.timeout:g} s per run)",
+                f"`{command.strip()}` (data seed {args.seed}; timeout {args.timeout:g} s per run"
+                + (f", {spark_timeout:g} s per Spark run)" if spark_modes else ")"),
                 "",
-                *machine(load_at_start),
+                *machine(
+                    load_at_start, args.spark_segment.parent / "python" if spark_modes else None
+                ),
                 "",
                 *([rendered, ""] if rendered else []),
                 *(f"- {fmt_rows(r.rows)} {r.tool}: {note}" for r in results for note in r.notes),
@@ -1121,6 +1643,36 @@ def main(argv: list[str] | None = None) -> int:
                     if tx_rendered
                     else []
                 ),
+                *(
+                    [
+                        "## The Spark engine",
+                        "",
+                        f"The same configs with `engine: spark`, `spark.partitions:"
+                        f" {SPARK_PARTITIONS}` and `spark.conf` {json.dumps(SPARK_CONF)}: in local"
+                        f" mode (`{SPARK_LOCAL_MASTER}`: the executors run inside the driver JVM),"
+                        " and on a standalone cluster started for these rows by"
+                        " scripts/spark_cluster.py on this machine (1 master, 2 workers of 1 core"
+                        f" and 2g; {json.dumps(SPARK_CLUSTER_CONF)}). Wall time and driver CPU"
+                        " cover the whole run. The driver is the `segment` process and its"
+                        " descendants (its JVM; in local mode the executors too); the cluster is"
+                        " its master, workers and executors, measured apart (peak resident size,"
+                        " and CPU time used during the run). `time / Polars` is the wall time"
+                        " against the Polars pipeline's row of the same size above.",
+                        "",
+                        spark_rendered,
+                        "",
+                        *(
+                            f"- {fmt_rows(r.rows)}"
+                            f" {'transactions' if r.customers is not None else 'customers'},"
+                            f" {r.tool}: {note}"
+                            for r in spark_results
+                            for note in r.notes
+                        ),
+                        "",
+                    ]
+                    if spark_rendered
+                    else []
+                ),
                 "```",
                 *(check.line() for check in verdicts),
                 "```",
@@ -1134,7 +1686,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        with terminating_signals_raise():
+            code = main()
+        sys.exit(code)
     except KeyboardInterrupt:  # the wrapper has already ended the run it was measuring
         sys.stderr.write("interrupted\n")
         sys.exit(130)
