@@ -58,7 +58,7 @@ spark: java $(SPARK_STAMP) ## Add the Spark engine to .venv: Java 17 (as root, f
 
 .PHONY: spark-test
 spark-test: java $(SPARK_STAMP) $(DEV_STAMP) ## Start a local Spark cluster (1 master, 2 workers), run pytest tests/spark on it, stop it
-	$(BIN)/python scripts/spark_cluster.py run -- $(BIN)/pytest tests/spark
+	$(BIN)/python scripts/spark_cluster.py run -- $(BIN)/pytest -rA tests/spark
 
 ## Pipeline (CONFIG=config.yaml by default)
 # `make init` needs the data file; say so before building anything.
