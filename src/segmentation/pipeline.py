@@ -103,6 +103,12 @@ def open_run(config_path: Path, workspace: Workspace, code_root: Path | None = N
     """Validate the config, make sure the data is there and checked, and derive every hash."""
     config = load_config(config_path)
     vocabulary = _vocabulary_sha256(config, config_path, workspace)
+    if config.engine == "spark":
+        # A missing install or an unreachable master is told before any stage runs.
+        from segmentation.spark.session import check_installed, check_master
+
+        check_installed()
+        check_master(config.spark.master)
     if config.engine == "spark" and is_remote(config.data.path):
         from segmentation.spark.io import remote_data
 
