@@ -9,7 +9,6 @@ from typing import Any
 from segmentation.context import StageContext, stage_vocabulary, table_schema
 from segmentation.errors import ConfigError, EngineError, SegmentationError
 from segmentation.schema import ID
-from segmentation.spark.prepare import in_position_order
 from segmentation.spark.session import first_line, spark_session
 
 ASSIGNMENTS_CSV_UP_TO = 1_000_000
@@ -130,6 +129,7 @@ def _cluster(ctx: StageContext, spark: Any) -> str:
     from segmentation.schema import rfm_scores
     from segmentation.spark import cluster as spark_cluster
     from segmentation.spark import io
+    from segmentation.spark.prepare import in_position_order
 
     config = ctx.config
     catalog = ctx.catalog
