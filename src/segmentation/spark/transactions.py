@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -681,6 +682,33 @@ def build_customers(
     ConfigError
         `transactions.where` is not SQL or cannot filter the log; a time_format Spark cannot read.
     """
+    with _ansi_sql(spark):
+        return _build_customers(spark, files, config, whitespace, as_of, source)
+
+
+@contextmanager
+def _ansi_sql(spark: SparkSession) -> Iterator[None]:
+    """ANSI SQL while the log is read and filtered, whatever the session's setting: the log's
+    own values are read with try_cast, so a failed cast can only come from `transactions.where`
+    (`customer > 5` on text ids), which is then refused as the Polars engine refuses it rather
+    than keeping no row. Casts keep the mode they were analysed in."""
+    key = "spark.sql.ansi.enabled"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "true")
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before)
+
+
+def _build_customers(
+    spark: SparkSession,
+    files: Sequence[str],
+    config: TransactionsConfig,
+    whitespace: bool,
+    as_of: str | None,
+    source: str,
+) -> tuple[DataFrame, dict[str, Any]]:
     log = _layout(spark, files, whitespace)
     polars_engine._require(log.headers, config, source)
     given_as_of = dt.date.fromisoformat(as_of) if as_of is not None else None
