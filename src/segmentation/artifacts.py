@@ -46,6 +46,11 @@ class Workspace:
         return self.artifacts / ".cache"
 
     @property
+    def spark_log(self) -> Path:
+        """The Spark driver's own output (engine: spark): JVM warnings and errors."""
+        return self.artifacts / "spark-driver.log"
+
+    @property
     def staging(self) -> Path:
         """Versions being built; renamed into place only once complete."""
         return self.artifacts / ".staging"

@@ -112,7 +112,7 @@ def open_run(config_path: Path, workspace: Workspace, code_root: Path | None = N
     if config.engine == "spark" and is_remote(config.data.path):
         from segmentation.spark.io import remote_data
 
-        raw = remote_data(config)
+        raw = remote_data(config, workspace.spark_log)
     else:
         raw = ensure_raw_data(config.data, workspace.resolve(config.data.path))
     return Run(

@@ -122,10 +122,11 @@ def _master_state(master_ui: str) -> dict[str, Any]:
     return data
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster_spark(spark_master: str, spark_master_ui: str) -> Iterator[SparkSession]:
-    """One SparkSession on the cluster for the whole test session, with one executor per ALIVE
-    worker registered before the first test runs; stopped at the end.
+    """One SparkSession on the cluster for a test module, with one executor per ALIVE worker
+    registered before the first test runs; stopped after the module, so that it does not hold
+    the workers' cores while other modules run the pipeline on the cluster.
 
     Bound to 127.0.0.1, no Spark UI, and the executors run this interpreter (sys.executable).
     """

@@ -139,7 +139,7 @@ def data_uris(raw: RawData) -> list[str]:
     return list(raw.uris) or files_as_uris(raw.files)
 
 
-def remote_data(config: Config) -> RawData:
+def remote_data(config: Config, driver_log: Path) -> RawData:
     """Data on a cluster file system, identified without reading it: the SHA-256 of each file's
     URI, size, modification time and the file system's own checksum (when it keeps one), in
     sorted order. `data.sha256` pins that identity."""
@@ -148,7 +148,7 @@ def remote_data(config: Config) -> RawData:
 
     from segmentation.spark.session import spark_session
 
-    spark = spark_session(config.spark)
+    spark = spark_session(config.spark, driver_log)
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     pattern = jvm.org.apache.hadoop.fs.Path(config.data.path)

@@ -195,107 +195,29 @@ def _unusable(name: str, text: Column, column: ColumnSpec) -> Column:
     return F.concat(F.lit(f"{name} '"), text, F.lit("' is not "), kind)
 
 
-SHORTEST_DIGITS = 17
-"""Significant digits that always write a double back exactly."""
+def _written_as_repr(value: float | None) -> str | None:
+    return None if value is None else repr(value)
 
 
-def _placed(digits: Column, point: Column) -> Column:
-    """Significant digits in fixed notation, the decimal point after `point` of them (the value
-    0.DIGITS x 10^point): 0.00ddd, dd.ddd, or ddd00 (no point)."""
-    from pyspark.sql import functions as F
-
-    size = F.length(digits)
-    return (
-        F.when(point <= 0, F.concat(F.lit("0."), F.repeat(F.lit("0"), -point), digits))
-        .when(point >= size, F.concat(digits, F.repeat(F.lit("0"), point - size)))
-        .otherwise(
-            F.concat(digits.substr(F.lit(1), point), F.lit("."), digits.substr(point + 1, size))
-        )
-    )
-
-
-def _scientific(digits: Column, exponent: Column) -> Column:
-    """d.ddde+XX, as Python writes an exponent (a sign, at least two digits)."""
-    from pyspark.sql import functions as F
-
-    rest = digits.substr(F.lit(2), F.length(digits))
-    power = F.abs(exponent).cast("string")
-    return F.concat(
-        digits.substr(F.lit(1), F.lit(1)),
-        F.when(rest != "", F.concat(F.lit("."), rest)).otherwise(F.lit("")),
-        F.when(exponent < 0, F.lit("e-")).otherwise(F.lit("e+")),
-        F.when(F.length(power) < 2, F.concat(F.lit("0"), power)).otherwise(power),
-    )
-
-
-def _shortest(value: Column) -> tuple[Column, Column]:
-    """(digits, exponent) of |value| written with the fewest significant digits that read back
-    as the same double, as Python's repr finds them: value = d.ddd x 10^exponent, no trailing
-    zeros ("" for zero). Java's Double.toString (Spark's cast to text) may give more (Java 17)."""
-    from pyspark.sql import functions as F
-
-    size = F.abs(value)
-    written = [F.format_string(f"%.{places}e", size) for places in range(SHORTEST_DIGITS)]
-    shortest = F.coalesce(*[F.when(text.cast("double") == size, text) for text in written])
-    pattern = r"^([0-9])\.?([0-9]*)e([-+][0-9]+)$"
-    digits = F.concat(
-        F.regexp_extract(shortest, pattern, 1), F.regexp_extract(shortest, pattern, 2)
-    )
-    return F.regexp_replace(digits, "0+$", ""), F.regexp_extract(shortest, pattern, 3).cast("int")
-
-
-def _signed(value: Column, text: Column) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.when(value < 0, F.concat(F.lit("-"), text)).otherwise(text)
+def _written_as_g(value: float | None) -> str | None:
+    return None if value is None else format(value, "g")
 
 
 def _python_repr(value: Column) -> Column:
-    """A finite double as Python's repr writes it, as the Polars engine shows a value in a reason
-    (-5.0, 100.5, 0.0001, 12345678.5, 1e+300, 1.5e-07): the shortest digits, in fixed notation
-    from 1e-4 up to 1e16 (with '.0' when whole), else with an exponent."""
+    """A double as Python's repr writes it, as the Polars engine shows a value in a reason
+    (-5.0, 100.5, 1e+300). Python itself writes it, in the executors: an expression that does
+    the same in Spark SQL grows too large to compile. Give it nulls except where it is shown."""
     from pyspark.sql import functions as F
 
-    digits, exponent = _shortest(value)
-    placed = _placed(digits, exponent + 1)
-    text = (
-        F.when(digits == "", F.lit("0.0"))
-        .when(
-            (exponent >= -4) & (exponent < 16),
-            F.when(exponent + 1 >= F.length(digits), F.concat(placed, F.lit(".0"))).otherwise(
-                placed
-            ),
-        )
-        .otherwise(_scientific(digits, exponent))
-    )
-    return _signed(value, text)
+    return F.udf(_written_as_repr, "string", useArrow=True)(value)
 
 
-def _python_g(value: Column, significant: int = 6) -> Column:
-    """A finite double as Python's format(value, "g") writes it, as the Polars engine shows a
-    negative value under log1p (-3, -2.5, -5.7346e+06, -1e-05): six significant digits, a tie
-    to the even one, trailing zeros dropped, fixed notation from 1e-4 up to 1e6, else with an
-    exponent. The shortest digits are rounded (exact for integers; a value whose shortest digits
-    end in a 5 just past the sixth may round the other way than its binary value does)."""
+def _python_g(value: Column) -> Column:
+    """A double as Python's format(value, "g") writes it, as the Polars engine shows a negative
+    value under log1p (-3, -2.5, -5.7346e+06); see `_python_repr`."""
     from pyspark.sql import functions as F
 
-    digits, exponent = _shortest(value)
-    extra = F.greatest(F.length(digits) - significant, F.lit(0))
-    number = digits.cast("long")
-    step = F.pow(F.lit(10), extra).cast("long")
-    kept, rest = F.floor(number / step).cast("long"), number % step
-    half = (step / 2).cast("long")
-    up = (extra > 0) & ((rest > half) | ((rest == half) & (kept % 2 == 1)))
-    rounded = (kept + F.when(up, 1).otherwise(0)).cast("string")
-    # 999999.5 rounds up to 1000000: one more digit, one more power of ten.
-    carried = exponent + F.length(rounded) - F.least(F.length(digits), F.lit(significant))
-    kept_digits = F.regexp_replace(rounded, "0+$", "")
-    text = (
-        F.when(digits == "", F.lit("0"))
-        .when((carried >= -4) & (carried < significant), _placed(kept_digits, carried + 1))
-        .otherwise(_scientific(kept_digits, carried))
-    )
-    return _signed(value, text)
+    return F.udf(_written_as_g, "string", useArrow=True)(value)
 
 
 def _range_problem(name: str, value: Column, column: ColumnSpec) -> Column | None:
@@ -303,14 +225,16 @@ def _range_problem(name: str, value: Column, column: ColumnSpec) -> Column | Non
 
     words = _check_words(column)
     low, high = column.min, column.max
-    shown = F.concat(F.lit(f"{name} "), _python_repr(value), F.lit(" "))
     if low is not None and high is not None:
-        return F.when((value < low) | (value > high), F.concat(shown, F.lit(words["in_range"])))
-    if low is not None:
-        return F.when(value < low, F.concat(shown, F.lit(words["greater_than_or_equal_to"])))
-    if high is not None:
-        return F.when(value > high, F.concat(shown, F.lit(words["less_than_or_equal_to"])))
-    return None
+        outside, word = (value < low) | (value > high), words["in_range"]
+    elif low is not None:
+        outside, word = value < low, words["greater_than_or_equal_to"]
+    elif high is not None:
+        outside, word = value > high, words["less_than_or_equal_to"]
+    else:
+        return None
+    shown = _python_repr(F.when(outside, value))
+    return F.when(outside, F.concat(F.lit(f"{name} "), shown, F.lit(f" {word}")))
 
 
 def _row_reasons(typed: DataFrame, schema: TableSchema, checks: dict[str, Column]) -> DataFrame:
@@ -334,7 +258,7 @@ def _row_reasons(typed: DataFrame, schema: TableSchema, checks: dict[str, Column
                         value < 0,
                         F.concat(
                             F.lit(f"{column.name} "),
-                            _python_g(value),
+                            _python_g(F.when(value < 0, value)),
                             F.lit(" is negative; log1p needs 0 or more"),
                         ),
                     )

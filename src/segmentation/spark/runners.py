@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from segmentation.artifacts import Workspace
 from segmentation.context import StageContext, stage_vocabulary, table_schema
 from segmentation.errors import ConfigError, EngineError, SegmentationError
 from segmentation.schema import ID
@@ -23,7 +24,8 @@ def run(ctx: StageContext, stage: str) -> Any:
         "select-k": _select_k_sample,
         "cluster": _cluster,
     }
-    spark = spark_session(ctx.config.spark)
+    driver_log = Workspace(ctx.root).spark_log
+    spark = spark_session(ctx.config.spark, driver_log)
     try:
         return work[stage](ctx, spark)
     except SegmentationError:
@@ -31,7 +33,7 @@ def run(ctx: StageContext, stage: str) -> Any:
     except Exception as exc:  # Py4J and PySpark report job failures with many types
         raise EngineError(
             f"spark.master {ctx.config.spark.master}: the Spark job failed ({first_line(exc)}); "
-            "see the executors' logs, then run again"
+            f"see {driver_log} and the executors' logs, then run again"
         ) from None
 
 

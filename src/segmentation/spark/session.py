@@ -105,52 +105,57 @@ def check_master(master: str, timeout: float = MASTER_TIMEOUT_SECONDS) -> None:
 _SESSIONS: dict[str, SparkSession] = {}
 
 
-def spark_session(config: SparkConfig) -> SparkSession:
+def spark_session(config: SparkConfig, driver_log: Path) -> SparkSession:
     """The run's SparkSession, started at the first stage that needs it and stopped when the
-    process ends: the stages of one run share its executors."""
+    process ends: the stages of one run share its executors. The driver JVM's own output (its
+    warnings, native library notes) goes to `driver_log`, apart from the run's lines."""
     key = config.model_dump_json()
     if key in _SESSIONS:
         return _SESSIONS[key]
     check_installed()
     check_master(config.master)
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
     from pyspark.sql import SparkSession
 
     python = sys.executable
     # Executors start their Python workers from PYSPARK_PYTHON (the config key alone is not read
     # in every deploy mode): the driver's own interpreter unless the user chose another.
     os.environ.setdefault("PYSPARK_PYTHON", python)
-    builder = (
-        SparkSession.builder.master(config.master)
-        .appName("segmentation")
+    settings = {
         # Executors run the same Python as the driver; results must not depend on a time zone.
-        .config("spark.pyspark.python", python)
-        .config("spark.pyspark.driver.python", python)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(config.partitions))
-        .config("spark.default.parallelism", str(config.partitions))
+        "spark.pyspark.python": python,
+        "spark.pyspark.driver.python": python,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(config.partitions),
+        "spark.default.parallelism": str(config.partitions),
         # A value that does not parse is null (and reported per row), not a failed job.
-        .config("spark.sql.ansi.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
+        "spark.sql.ansi.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         # The web UI would listen on every interface; turn it on with spark.conf if wanted.
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG_SETTINGS}")
+        "spark.ui.enabled": "false",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG_SETTINGS}",
         # Part files are renamed by the project; Spark's marker files would differ run to run.
-        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-        .config("spark.hadoop.parquet.enable.summary-metadata", "false")
-    )
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        "spark.hadoop.parquet.enable.summary-metadata": "false",
+    }
     if on_this_machine(config.master):
         # Nothing outside this machine needs to reach the driver: listen on the loopback only.
-        builder = builder.config("spark.driver.host", "127.0.0.1").config(
-            "spark.driver.bindAddress", "127.0.0.1"
-        )
-    for name, value in config.settings().items():
-        builder = builder.config(name, value)
+        settings["spark.driver.host"] = settings["spark.driver.bindAddress"] = "127.0.0.1"
+    settings.update(config.settings())
+    conf = SparkConf().setMaster(config.master).setAppName("segmentation")
+    conf.setAll(list(settings.items()))
     try:
-        session = builder.getOrCreate()
+        if SparkContext._gateway is None:  # the first session of this process starts the JVM
+            driver_log.parent.mkdir(parents=True, exist_ok=True)
+            with driver_log.open("ab") as log:
+                gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
+            SparkContext(conf=conf, gateway=gateway)
+        session = SparkSession.builder.config(conf=conf).getOrCreate()
     except Exception as exc:  # the JVM's failures reach Python as many exception types
         raise EngineError(
             f"spark.master {config.master}: Spark did not start ({first_line(exc)}); "
-            "check spark.master and spark.conf"
+            f"check spark.master and spark.conf (the driver's log: {driver_log})"
         ) from None
     session.sparkContext.setLogLevel("ERROR")
     _SESSIONS[key] = session

@@ -693,7 +693,7 @@ def _ansi_sql(spark: SparkSession) -> Iterator[None]:
     (`customer > 5` on text ids), which is then refused as the Polars engine refuses it rather
     than keeping no row. Casts keep the mode they were analysed in."""
     key = "spark.sql.ansi.enabled"
-    before = spark.conf.get(key)
+    before = str(spark.conf.get(key, "false"))
     spark.conf.set(key, "true")
     try:
         yield
