@@ -56,12 +56,8 @@ $(SPARK_STAMP): requirements/spark.lock $(RUNTIME_STAMP)
 .PHONY: spark
 spark: java $(SPARK_STAMP) ## Add the Spark engine to .venv: Java 17 (as root, from Debian) and requirements/spark.lock
 
-.PHONY: spark-agree
-spark-agree: java $(SPARK_STAMP) $(DEV_STAMP) ## On a local Spark cluster: the Spark and Polars engines agree (Mall, 1M customers), two Spark runs write the same bytes
-	SEGMENT_SPARK_AGREEMENT=1 $(BIN)/python scripts/spark_cluster.py run -- $(BIN)/pytest -rA tests/spark/test_engines_agree.py
-
 .PHONY: spark-test
-spark-test: java $(SPARK_STAMP) $(DEV_STAMP) ## Start a local Spark cluster (1 master, 2 workers), run pytest tests/spark on it, stop it
+spark-test: java $(SPARK_STAMP) $(DEV_STAMP) ## Start a local Spark cluster (1 master, 2 workers), run pytest tests/spark on it (the engines' agreement included), stop it
 	$(BIN)/python scripts/spark_cluster.py run -- $(BIN)/pytest -rA tests/spark
 
 ## Pipeline (CONFIG=config.yaml by default)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,15 +26,7 @@ MILLION = 1_000_000
 sys.path.insert(0, str(REPO / "bench"))
 from generate import ensure  # noqa: E402
 
-AGREEMENT_ENV = "SEGMENT_SPARK_AGREEMENT"
-# Three runs on the cluster and one of 1M customers: `make spark-agree` runs them (not yet part of
-# `make spark-test`: on this machine under other load, the cluster runs failed in prepare).
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        not os.environ.get(AGREEMENT_ENV), reason=f"run with make spark-agree ({AGREEMENT_ENV}=1)"
-    ),
-]
+pytestmark = pytest.mark.cluster
 
 
 @dataclass(frozen=True)

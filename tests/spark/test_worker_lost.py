@@ -109,8 +109,11 @@ def test_a_worker_killed_mid_run(
             run.kill()
             run.communicate()
 
+    # The application was running when its executor went with the worker.
+    master_log = (own_cluster.folder / "logs" / "master.log").read_text(encoding="utf-8")
+    assert "Telling app of lost executor" in master_log
     # For the record (`pytest -rP`): which of the two answers this run gave.
-    print(f"worker-1 killed mid-run: exit {run.returncode}; {stderr.strip()}")  # noqa: T201
+    print(f"worker-1 killed mid-run: exit {run.returncode}\n{stdout}{stderr}")  # noqa: T201
     if run.returncode == 0:
         assert segment_sizes(project) == segment_sizes(reference)
     else:
