@@ -21,7 +21,7 @@ from segmentation.spark.prepare import _python_g, _python_repr
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
-    # The Python workers import segmentation (its functions write the numbers): this interpreter.
+    # The Python workers run this interpreter, as the pipeline's session has them do.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.master("local[2]")

@@ -195,21 +195,14 @@ def _unusable(name: str, text: Column, column: ColumnSpec) -> Column:
     return F.concat(F.lit(f"{name} '"), text, F.lit("' is not "), kind)
 
 
-def _written_as_repr(value: float | None) -> str | None:
-    return None if value is None else repr(value)
-
-
-def _written_as_g(value: float | None) -> str | None:
-    return None if value is None else format(value, "g")
-
-
 def _python_repr(value: Column) -> Column:
     """A double as Python's repr writes it, as the Polars engine shows a value in a reason
     (-5.0, 100.5, 1e+300). Python itself writes it, in the executors: an expression that does
     the same in Spark SQL grows too large to compile. Give it nulls except where it is shown."""
     from pyspark.sql import functions as F
 
-    return F.udf(_written_as_repr, "string", useArrow=True)(value)
+    # A lambda travels by value: the executors' Python need not import this package for it.
+    return F.udf(lambda number: None if number is None else repr(number), "string")(value)
 
 
 def _python_g(value: Column) -> Column:
@@ -217,7 +210,7 @@ def _python_g(value: Column) -> Column:
     value under log1p (-3, -2.5, -5.7346e+06); see `_python_repr`."""
     from pyspark.sql import functions as F
 
-    return F.udf(_written_as_g, "string", useArrow=True)(value)
+    return F.udf(lambda number: None if number is None else format(number, "g"), "string")(value)
 
 
 def _range_problem(name: str, value: Column, column: ColumnSpec) -> Column | None:
@@ -280,7 +273,7 @@ def _row_reasons(typed: DataFrame, schema: TableSchema, checks: dict[str, Column
         if found:
             reasons.append(F.coalesce(*found))
     joined = F.concat_ws("; ", F.array(*reasons)) if reasons else F.lit("")
-    return typed.withColumn(REASON, F.when(joined != "", joined))
+    return typed.withColumn(REASON, F.nullif(joined, F.lit("")))
 
 
 def _typed_table(
