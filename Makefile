@@ -162,8 +162,8 @@ lock: ## Recompile the lock files from pyproject.toml (needs uv and the network)
 		--python-version 3.11 -o requirements/runtime.lock
 	uv pip compile pyproject.toml requirements/build.in --extra dev --generate-hashes --universal \
 		--python-version 3.11 -c requirements/runtime.lock -o requirements/dev.lock
-	uv pip compile requirements/spark.in --generate-hashes --universal \
-		--python-version 3.11 -c requirements/runtime.lock -o requirements/spark.lock
+	uv pip compile requirements/spark.in --generate-hashes --universal --python-version 3.11 \
+		-c requirements/runtime.lock -c requirements/dev.lock -o requirements/spark.lock
 
 .PHONY: clean
 clean: ## Remove caches: stage cache, unfinished builds, tool caches (keeps every version and .venv)
