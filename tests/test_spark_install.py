@@ -3,6 +3,7 @@ documented exit code, nothing built. These need no Spark, so they run with `make
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,25 @@ def test_spark_settings_reach_spark_as_text() -> None:
     conf = SparkConfig(conf={"spark.executor.cores": 2, "spark.eventLog.enabled": True})
     assert conf.settings() == {"spark.executor.cores": "2", "spark.eventLog.enabled": "true"}
     assert yaml.safe_dump(conf.model_dump(mode="json"))
+
+
+REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements"
+
+
+def pinned(lock: str) -> dict[str, str]:
+    """Each distribution a lock file pins, with its version."""
+    text = (REQUIREMENTS / lock).read_text(encoding="utf-8")
+    return {
+        name.lower(): version
+        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", text, flags=re.M)
+    }
+
+
+def test_the_spark_install_holds_what_pyspark_sql_needs() -> None:
+    # An install from the runtime and spark locks alone (as users and `make bench` make it) must
+    # run the engine: pyspark's `sql` extra, pandas and pyarrow, is what toArrow and
+    # createDataFrame require; pandas is the one the tests run with.
+    runtime, spark, dev = pinned("runtime.lock"), pinned("spark.lock"), pinned("dev.lock")
+    installed = runtime | spark
+    assert {"pyspark", "py4j", "pandas", "pyarrow", "numpy"} <= installed.keys()
+    assert spark["pandas"] == dev["pandas"]
