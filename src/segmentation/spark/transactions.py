@@ -634,6 +634,21 @@ def _refusal(
     return None
 
 
+@contextmanager
+def _ansi_sql(spark: SparkSession) -> Iterator[None]:
+    """ANSI SQL while the log is read and filtered, whatever the session's setting: the log's
+    own values are read with try_cast, so a failed cast can only come from `transactions.where`
+    (`customer > 5` on text ids), which is then refused as the Polars engine refuses it rather
+    than keeping no row. Casts keep the mode they were analysed in."""
+    key = "spark.sql.ansi.enabled"
+    before = str(spark.conf.get(key, "false"))
+    spark.conf.set(key, "true")
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before)
+
+
 def build_customers(
     spark: SparkSession,
     files: Sequence[str],
@@ -683,70 +698,44 @@ def build_customers(
         `transactions.where` is not SQL or cannot filter the log; a time_format Spark cannot read.
     """
     with _ansi_sql(spark):
-        return _build_customers(spark, files, config, whitespace, as_of, source)
-
-
-@contextmanager
-def _ansi_sql(spark: SparkSession) -> Iterator[None]:
-    """ANSI SQL while the log is read and filtered, whatever the session's setting: the log's
-    own values are read with try_cast, so a failed cast can only come from `transactions.where`
-    (`customer > 5` on text ids), which is then refused as the Polars engine refuses it rather
-    than keeping no row. Casts keep the mode they were analysed in."""
-    key = "spark.sql.ansi.enabled"
-    before = str(spark.conf.get(key, "false"))
-    spark.conf.set(key, "true")
-    try:
-        yield
-    finally:
-        spark.conf.set(key, before)
-
-
-def _build_customers(
-    spark: SparkSession,
-    files: Sequence[str],
-    config: TransactionsConfig,
-    whitespace: bool,
-    as_of: str | None,
-    source: str,
-) -> tuple[DataFrame, dict[str, Any]]:
-    log = _layout(spark, files, whitespace)
-    polars_engine._require(log.headers, config, source)
-    given_as_of = dt.date.fromisoformat(as_of) if as_of is not None else None
-    try:
-        raw = _read(spark, log, log.paths)
-        numeric = _numeric_text(raw, config.where)
-    except (PySparkException, Py4JJavaError) as exc:
-        raise _job_error(exc, config, log.headers, source) from None
-    normalised = _normalised(_filtered(raw, config, log.headers, numeric), config)
-    # Persisted: the totals below and the caller's write both read it, and it is customer-sized.
-    per_customer = _per_customer(normalised, config).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        totals = _totals(per_customer, given_as_of)
-        last: dt.date | None = totals["last"]
-        reference = given_as_of or (last + dt.timedelta(days=1) if last else dt.date.min)
-        refusal = _refusal(spark, log, config, numeric, totals, reference, source)
-    except (PySparkException, Py4JJavaError) as exc:
-        per_customer.unpersist()
-        raise _job_error(exc, config, log.headers, source) from None
-    if refusal is not None:
-        per_customer.unpersist()
-        raise refusal
-    assert last is not None
-    customers = _customer_table(per_customer, reference)
-    summary = {
-        # Names only: the summary is an output, the same wherever the project folder is.
-        "files": [_file_name(file) for file in files],
-        "rows": int(totals["rows"]),
-        "rows_without_customer": int(totals["no_customer"]),
-        "negative_amounts": int(totals["negative"]),
-        "returns": config.returns,
-        "occasion": f"distinct {config.order}" if config.order else "distinct customer-day",
-        "where": config.where,
-        "customers": int(totals["customers"] - totals["below_zero"]),
-        "customers_with_negative_total": int(totals["below_zero"]),
-        "as_of": reference.isoformat(),
-        "as_of_from": "data.as_of" if as_of is not None else "the day after the last purchase",
-        "first_purchase": totals["first"].isoformat(),
-        "last_purchase": last.isoformat(),
-    }
-    return customers, summary
+        log = _layout(spark, files, whitespace)
+        polars_engine._require(log.headers, config, source)
+        given_as_of = dt.date.fromisoformat(as_of) if as_of is not None else None
+        try:
+            raw = _read(spark, log, log.paths)
+            numeric = _numeric_text(raw, config.where)
+        except (PySparkException, Py4JJavaError) as exc:
+            raise _job_error(exc, config, log.headers, source) from None
+        normalised = _normalised(_filtered(raw, config, log.headers, numeric), config)
+        # Persisted: the totals below and the caller's write both read it, and it is customer-sized.
+        per_customer = _per_customer(normalised, config).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            totals = _totals(per_customer, given_as_of)
+            last: dt.date | None = totals["last"]
+            reference = given_as_of or (last + dt.timedelta(days=1) if last else dt.date.min)
+            refusal = _refusal(spark, log, config, numeric, totals, reference, source)
+        except (PySparkException, Py4JJavaError) as exc:
+            per_customer.unpersist()
+            raise _job_error(exc, config, log.headers, source) from None
+        if refusal is not None:
+            per_customer.unpersist()
+            raise refusal
+        assert last is not None
+        customers = _customer_table(per_customer, reference)
+        summary = {
+            # Names only: the summary is an output, the same wherever the project folder is.
+            "files": [_file_name(file) for file in files],
+            "rows": int(totals["rows"]),
+            "rows_without_customer": int(totals["no_customer"]),
+            "negative_amounts": int(totals["negative"]),
+            "returns": config.returns,
+            "occasion": f"distinct {config.order}" if config.order else "distinct customer-day",
+            "where": config.where,
+            "customers": int(totals["customers"] - totals["below_zero"]),
+            "customers_with_negative_total": int(totals["below_zero"]),
+            "as_of": reference.isoformat(),
+            "as_of_from": "data.as_of" if as_of is not None else "the day after the last purchase",
+            "first_purchase": totals["first"].isoformat(),
+            "last_purchase": last.isoformat(),
+        }
+        return customers, summary
