@@ -18,10 +18,10 @@ from segmentation.select_k import (
     contingency,
     evaluate,
     segment_jaccard,
-    stability_class,
     vote,
     workers,
 )
+from segmentation.stability import stability_class
 
 CENTRES = {
     3: np.array([(0.0, 0.0), (10.0, 0.0), (5.0, 9.0)]),

@@ -13,7 +13,7 @@ import yaml
 from markupsafe import Markup
 
 from segmentation.schema import TableSchema, rfm_scores
-from segmentation.select_k import stability_class
+from segmentation.stability import stability_class
 
 SCALING_WORDS = {
     "standard": "standardised: each column centred on its mean and divided by its standard deviation",

@@ -32,6 +32,7 @@ from segmentation import usable_cores
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.errors import ConfigError
 from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
+from segmentation.stability import stability_class
 
 T = TypeVar("T")
 # Scores are rounded before comparing so that ties do not hinge on the last floating-point bit.
@@ -44,13 +45,6 @@ CRITERIA_LABELS = {
     "davies_bouldin": "Davies-Bouldin (lowest)",
     "stability": "bootstrap stability (highest mean ARI)",
 }
-# fpc::clusterboot's reading of a segment's mean Jaccard similarity across resamples.
-STABILITY_CLASSES = (
-    (0.85, "highly stable"),
-    (0.75, "stable"),
-    (0.6, "doubtful"),
-    (0.0, "unstable"),
-)
 SILHOUETTE_ROWS = 2_000
 """The silhouette of each k is measured on at most this many customers (it compares all pairs)."""
 # Independent random streams for the gap references and the bootstrap resamples.
@@ -342,12 +336,6 @@ def bootstrap_stability(
             values = [value for _, j in per_k if (value := j[label]) is not None]
             jaccard[k].append(float(np.mean(values)) if values else None)
     return Stability(mean_ari=mean_ari, jaccard=jaccard)
-
-
-def stability_class(jaccard: float) -> str:
-    return next(
-        name for threshold, name in STABILITY_CLASSES if jaccard > threshold or threshold == 0.0
-    )
 
 
 def find_knee(candidates: list[Candidate]) -> int | None:

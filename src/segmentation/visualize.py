@@ -18,7 +18,7 @@ from segmentation import images
 from segmentation.config import VisualizeConfig
 from segmentation.measures import measure
 from segmentation.schema import ID, TableSchema, rfm_scores
-from segmentation.select_k import stability_class
+from segmentation.stability import stability_class
 from segmentation.vocabulary import SCORES, Grid
 
 PAIRWISE_COLUMNS = 5
