@@ -61,6 +61,11 @@ class Workspace:
         return self.reports / ".staging"
 
     @property
+    def versions_index(self) -> Path:
+        """Every complete version's headline figures, kept as versions complete or are pruned."""
+        return self.artifacts / "versions.json"
+
+    @property
     def runs_log(self) -> Path:
         """One JSON line per pipeline invocation: which stages ran and which were reused."""
         return self.artifacts / "runs.jsonl"
@@ -186,6 +191,15 @@ def _closure(modules: tuple[str, ...]) -> set[Path]:
     return files
 
 
+def _package_files() -> list[Path]:
+    """Every file of the package that some code runs or reads: sources, templates, package data."""
+    return [
+        p
+        for p in sorted(PACKAGE_DIR.rglob("*"))
+        if p.is_file() and (p.suffix in {".py", ".j2"} or p.parent.name in DATA_FOLDERS.values())
+    ]
+
+
 def code_files(modules: tuple[str, ...] | None = None) -> list[Path]:
     """The package's files that some code runs: given modules and what they import, or all.
 
@@ -207,12 +221,7 @@ def code_files(modules: tuple[str, ...] | None = None) -> list[Path]:
         If a name is not a module of the package.
     """
     if modules is None:
-        return [
-            p
-            for p in sorted(PACKAGE_DIR.rglob("*"))
-            if p.is_file()
-            and (p.suffix in {".py", ".j2"} or p.parent.name in DATA_FOLDERS.values())
-        ]
+        return _package_files()
     files = _closure(modules)
     if _module_file(TEMPLATES_MODULE) in files:
         files |= set((PACKAGE_DIR / "templates").rglob("*.j2"))
@@ -222,11 +231,21 @@ def code_files(modules: tuple[str, ...] | None = None) -> list[Path]:
     return sorted(files)
 
 
+def _files_digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 @functools.cache
 def code_fingerprint(modules: tuple[str, ...] | None = None) -> str:
     """Package version plus a hash of the source (and templates) that some code runs.
 
     Outputs depend on the code, so a change to it must never reuse results of the old code.
+    Following the imports means parsing every module; the files that result depend only on the
+    package's files, so they are kept in the user cache under the hash of all of them.
 
     Parameters
     ----------
@@ -239,11 +258,15 @@ def code_fingerprint(modules: tuple[str, ...] | None = None) -> str:
     str
         ``<package version>+<12 hex digits>``.
     """
-    digest = hashlib.sha256()
-    for path in code_files(modules):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return f"{__version__}+{digest.hexdigest()[:12]}"
+    package = _files_digest(_package_files())
+    if modules is None:
+        return f"{__version__}+{package[:12]}"
+    listed = memoized_text(
+        f"code/{package}-{sha256_text(' '.join(modules))[:16]}.txt",
+        lambda: "".join(f"{p.relative_to(PACKAGE_DIR).as_posix()}\n" for p in code_files(modules)),
+    )
+    files = [PACKAGE_DIR / name for name in listed.splitlines()]
+    return f"{__version__}+{_files_digest(files)[:12]}"
 
 
 def user_cache() -> Path:

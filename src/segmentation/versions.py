@@ -6,6 +6,7 @@ It never runs the pipeline (the pipeline uses it), so recomputing a version live
 
 from __future__ import annotations
 
+import csv
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,14 @@ def complete(workspace: Workspace, version: str, staging: Path, report_staging: 
     workspace.reports.mkdir(parents=True, exist_ok=True)
     artifacts.move_into_place(report_staging, report_dir)
     artifacts.move_into_place(staging, version_dir)
+    record(workspace, version)
 
 
 def publish(workspace: Workspace, version: str) -> None:
-    """Point `latest` at a complete version and rewrite the page that lists every version.
+    """Point `latest` at a complete version and keep the page that lists every version current.
+
+    Nothing is written when `latest` already points at the version and the page already shows
+    it so: rerunning an unchanged config rewrites no file.
 
     Parameters
     ----------
@@ -72,13 +77,15 @@ def publish(workspace: Workspace, version: str) -> None:
     version
         A complete version.
     """
-    artifacts.point_latest(workspace.artifacts, version)
-    artifacts.point_latest(workspace.reports, version)
+    for folder in (workspace.artifacts, workspace.reports):
+        if artifacts.latest_version(folder) != version:
+            artifacts.point_latest(folder, version)
     write_index(workspace, version)
 
 
 def write_index(workspace: Workspace, latest: str) -> None:
-    """Rewrite reports/index.html, the page listing every complete version.
+    """Rewrite reports/index.html, the page listing every complete version, if what it shows
+    (the versions and which is latest) has changed since it was written.
 
     Parameters
     ----------
@@ -87,41 +94,116 @@ def write_index(workspace: Workspace, latest: str) -> None:
     latest
         The version `latest` points at, marked on the page.
     """
+    listed = _index(workspace)
+    shown = artifacts.sha256_text(artifacts.canonical_json({"versions": listed, "latest": latest}))
+    page = workspace.reports / "index.html"
+    if page.is_file() and _read_index(workspace).get("page") == shown:
+        return
     from segmentation import report
 
-    page = report.render_index(list_versions(workspace), latest=latest)
-    artifacts.write_text(workspace.reports / "index.html", page)
+    artifacts.write_text(page, report.render_index(listed, latest=latest))
+    _write_index(workspace, listed, page=shown)
+
+
+def summarize(workspace: Workspace, version: str) -> dict[str, Any]:
+    """A complete version's headline figures, as the versions page and `segment versions` list them.
+
+    Parameters
+    ----------
+    workspace
+        The project folders.
+    version
+        A complete version.
+
+    Returns
+    -------
+    dict
+        Its id, creation time, features, scaling, k rule, chosen k, the chosen k's scores, the
+        segment names and the path of its report relative to reports/.
+    """
+    folder = workspace.version_dir(version)
+    manifest = artifacts.read_json(folder / artifacts.MANIFEST)
+    selection = artifacts.read_json(folder / artifacts.K_SELECTION)
+    chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
+    with (folder / artifacts.SEGMENTS).open(encoding="utf-8", newline="") as segments:
+        names = [row["name"] for row in csv.DictReader(segments)]
+    return {
+        "version": version,
+        "created": manifest["created"],
+        "features": manifest["config"]["features"],
+        "scaling": manifest["config"]["scaling"],
+        "rule": selection["rule"],
+        "chosen_k": selection["chosen_k"],
+        "silhouette": chosen["silhouette"],
+        "calinski_harabasz": chosen["calinski_harabasz"],
+        "davies_bouldin": chosen["davies_bouldin"],
+        "segments": names,
+        "report": f"{version}/{artifacts.REPORT}",
+    }
+
+
+def _read_index(workspace: Workspace) -> dict[str, Any]:
+    """The stored list of versions, or an empty one when it is missing or unreadable."""
+    try:
+        stored = artifacts.read_json(workspace.versions_index)
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) and isinstance(stored.get("versions"), list) else {}
+
+
+def _write_index(
+    workspace: Workspace, listed: list[dict[str, Any]], page: str | None = None
+) -> None:
+    artifacts.write_json(workspace.versions_index, {"versions": listed, "page": page})
+
+
+def _index(workspace: Workspace) -> list[dict[str, Any]]:
+    """Every complete version's summary, newest first, from the stored list.
+
+    The list is rebuilt from the version folders when it is missing or names a version that is
+    no longer complete (removed by hand); otherwise no version's files are read.
+    """
+    stored = _read_index(workspace).get("versions")
+    if stored is not None and all(
+        isinstance(entry, dict) and is_complete(workspace, str(entry.get("version")))
+        for entry in stored
+    ):
+        return list(stored)
+    folder = workspace.artifacts
+    found = [
+        summarize(workspace, entry.name)
+        for entry in (sorted(folder.iterdir()) if folder.is_dir() else [])
+        if not entry.name.startswith(".")
+        and entry.is_dir()
+        and not entry.is_symlink()
+        and is_complete(workspace, entry.name)
+    ]
+    listed = _newest_first(found)
+    _write_index(workspace, listed)
+    return listed
+
+
+def _newest_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(found, key=lambda v: (v["created"], v["version"]), reverse=True)
+
+
+def record(workspace: Workspace, version: str) -> None:
+    """Add a version that has just been completed to the stored list.
+
+    Parameters
+    ----------
+    workspace
+        The project folders.
+    version
+        A complete version.
+    """
+    listed = [entry for entry in _index(workspace) if entry["version"] != version]
+    _write_index(workspace, _newest_first([*listed, summarize(workspace, version)]))
 
 
 def list_versions(workspace: Workspace) -> list[dict[str, Any]]:
-    """Every complete version with its headline figures, newest first."""
-    import polars as pl
-
-    found = []
-    folder = workspace.artifacts
-    for version_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
-        name = version_dir.name
-        if name.startswith(".") or version_dir.is_symlink() or not is_complete(workspace, name):
-            continue
-        manifest = artifacts.read_json(version_dir / artifacts.MANIFEST)
-        selection = artifacts.read_json(version_dir / artifacts.K_SELECTION)
-        chosen = next(c for c in selection["candidates"] if c["k"] == selection["chosen_k"])
-        found.append(
-            {
-                "version": name,
-                "created": manifest["created"],
-                "features": manifest["config"]["features"],
-                "scaling": manifest["config"]["scaling"],
-                "rule": selection["rule"],
-                "chosen_k": selection["chosen_k"],
-                "silhouette": chosen["silhouette"],
-                "calinski_harabasz": chosen["calinski_harabasz"],
-                "davies_bouldin": chosen["davies_bouldin"],
-                "segments": pl.read_csv(version_dir / artifacts.SEGMENTS)["name"].to_list(),
-                "report": f"{name}/{artifacts.REPORT}",
-            }
-        )
-    return sorted(found, key=lambda v: (v["created"], v["version"]), reverse=True)
+    """Every complete version with its headline figures (see `summarize`), newest first."""
+    return _index(workspace)
 
 
 def resolve_version(workspace: Workspace, name: str) -> str:
@@ -224,7 +306,8 @@ def prune(workspace: Workspace, keep: int) -> list[str]:
 def _prune(workspace: Workspace, keep: int) -> list[str]:
     latest = artifacts.latest_version(workspace.artifacts)
     removed = []
-    for entry in list_versions(workspace)[keep:]:
+    listed = list_versions(workspace)
+    for entry in listed[keep:]:
         version = entry["version"]
         if version == latest:
             continue
@@ -235,4 +318,6 @@ def _prune(workspace: Workspace, keep: int) -> list[str]:
         for page in (workspace.reports / "compare").glob(f"*{version}*.html"):
             page.unlink()
         removed.append(version)
+    if removed:
+        _write_index(workspace, [entry for entry in listed if entry["version"] not in removed])
     return removed
