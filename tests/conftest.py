@@ -240,6 +240,26 @@ def _file_states(root: Path, version: str) -> dict[str, tuple[str, int, int]]:
     return states
 
 
+def _project_states(root: Path) -> dict[str, tuple[str, int, int]]:
+    """(content, mtime in ns, inode) of everything under artifacts/ and reports/ but the runs log;
+    a symlink's content is its target, and its own times are taken (`latest` switched counts)."""
+    states = {}
+    for folder in (root / "artifacts", root / "reports"):
+        for path in sorted(folder.rglob("*")):
+            if path == root / "artifacts" / "runs.jsonl" or (
+                path.is_dir() and not path.is_symlink()
+            ):
+                continue
+            stat = path.lstat()
+            content = (
+                str(path.readlink())
+                if path.is_symlink()
+                else hashlib.sha256(path.read_bytes()).hexdigest()
+            )
+            states[path.relative_to(root).as_posix()] = (content, stat.st_mtime_ns, stat.st_ino)
+    return states
+
+
 @dataclass(frozen=True)
 class VersionedProject:
     """A project where `segment run` built version `a` (config.yaml), ran again on the same config,
@@ -257,6 +277,9 @@ class VersionedProject:
     a_after_first: dict[str, tuple[str, int, int]]
     a_after_rerun: dict[str, tuple[str, int, int]]
     a_after_wide: dict[str, tuple[str, int, int]]
+    project_after_first: dict[str, tuple[str, int, int]]
+    project_after_rerun: dict[str, tuple[str, int, int]]
+    """Every file and link of artifacts/ and reports/ (the runs log aside) after each run."""
     runs_after_rerun: list[dict[str, Any]]
     """The lines of artifacts/runs.jsonl right after the rerun of config.yaml."""
 
@@ -273,8 +296,10 @@ def versioned_project(
         first = _invoke("run")
         a = _built_version(first)
         a_after_first = _file_states(root, a)
+        project_after_first = _project_states(root)
         rerun = _invoke("run")
         a_after_rerun = _file_states(root, a)
+        project_after_rerun = _project_states(root)
         runs_log = (root / "artifacts" / "runs.jsonl").read_text(encoding="utf-8")
         wide = _invoke("run", "--config", "wide.yaml")
         b = _built_version(wide)
@@ -288,6 +313,8 @@ def versioned_project(
         a_after_first=a_after_first,
         a_after_rerun=a_after_rerun,
         a_after_wide=_file_states(root, a),
+        project_after_first=project_after_first,
+        project_after_rerun=project_after_rerun,
         runs_after_rerun=[json.loads(line) for line in runs_log.splitlines()],
     )
 

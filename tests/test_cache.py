@@ -347,6 +347,16 @@ def test_a_rerun_leaves_the_version_untouched(versioned_project: VersionedProjec
     assert versioned_project.a_after_rerun == versioned_project.a_after_first
 
 
+def test_a_rerun_rewrites_no_file_and_no_link(versioned_project: VersionedProject) -> None:
+    # Not the versions page, the stored list of versions, `latest`, the cache: only the runs log.
+    after_first, after_rerun = (
+        versioned_project.project_after_first,
+        versioned_project.project_after_rerun,
+    )
+    assert "reports/index.html" in after_first and "artifacts/versions.json" in after_first
+    assert after_rerun == after_first
+
+
 # --- a new version reuses what it can -----------------------------------------------------------
 
 

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
 
 from segmentation import versions
 from segmentation.artifacts import Workspace, version_id
-from segmentation.cli import main
+from segmentation.cli import _crosstab_table, _versions_table, main
 from segmentation.config import Config, load_config
 
 if TYPE_CHECKING:
@@ -261,6 +262,61 @@ def test_versions_shows_whole_ids_on_an_80_column_console(
         assert version in result.stdout
 
 
+FEATURE_LISTS = [
+    ["annual_income", "spending_score"],
+    ["recency_days", "frequency", "monetary_total", "average_order_value", "tenure_days"],
+]
+
+
+@pytest.mark.parametrize("features", FEATURE_LISTS, ids=["two", "five"])
+@pytest.mark.parametrize("rule", ["silhouette", "calinski_harabasz"])
+def test_versions_fit_80_columns_without_cutting_a_word(features: list[str], rule: str) -> None:
+    entry = {
+        "version": "0123456789ab", "created": "2026-12-03T17:20:11.123+00:00",
+        "features": features, "scaling": "standard", "rule": rule, "chosen_k": 10,
+        "silhouette": 0.555, "calinski_harabasz": 248.6, "davies_bouldin": 0.572,
+        "segments": ["High income · High spending"], "report": "0123456789ab/index.html",
+    }  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(_versions_table([entry], wide=False))
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    # Every word whole on some line: wrapped at spaces, never folded or cut.
+    words = set(text.replace(",", " ").split())
+    for expected in ["0123456789ab", "2026-12-03", "17:20", "0.555", "standard", *features]:
+        assert expected in words, (expected, text)
+    assert set(rule.split("_")) <= words
+
+
+def test_versions_wide_puts_each_version_on_one_line(
+    versioned_project: VersionedProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(versioned_project.root)
+    result = invoke("versions", "--wide", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3  # the header and one line per version
+    assert "Davies-Bouldin" in lines[0] and "…" not in result.stdout
+    segments = pl.read_csv(versioned_project.root / "artifacts" / "latest" / "segments.csv")
+    assert "; ".join(segments["name"]) in lines[1]
+
+
+def test_the_comparison_table_fits_80_columns_with_ten_segments() -> None:
+    names = [f"Segment {i} · High income · Low spending" for i in range(10)]
+    comparison = versions.Comparison(
+        old="0123456789ab", new="ba9876543210", config_changes=[], metrics=[],
+        crosstab=[{"segment": name, "counts": [54321] * 10} for name in names],
+        new_segments=names, shared_customers=123450, adjusted_rand_index=1.0,
+    )  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(_crosstab_table(comparison, [str(i) for i in range(10)]))
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert text.count("54321") == 100
+
+
 def test_versions_without_any_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = invoke("versions")
@@ -306,6 +362,8 @@ def pruned(
         # Versions built within one second have equal creation times: make the order unambiguous.
         for day, version in enumerate((oldest, middle, newest), start=1):
             _set_created(root, version, f"2024-01-0{day}T00:00:00+00:00")
+        # The stored list keeps the figures it read when each version completed; rebuild it.
+        (root / "artifacts" / "versions.json").unlink()
         assert invoke("compare", oldest, middle).exit_code == 0
         result = invoke("prune", "--keep", "1")
         listed = invoke("versions", env=WIDE)

@@ -20,14 +20,6 @@ try:  # Ctrl-C while the command is still starting up: the same line, not a trac
     import click
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-    from rich.table import Column, Table
 
     from segmentation import __version__, artifacts, pipeline, versions
     from segmentation.artifacts import Workspace
@@ -38,6 +30,10 @@ except KeyboardInterrupt:
     raise SystemExit(130) from None
 
 console = Console(stderr=True, highlight=False, emoji=False)
+FEATURE_NAME_WIDTH = 24
+"""Feature names up to this long are never folded in `segment versions` on 80 columns."""
+WIDE_OUTPUT = 10_000
+"""The console width of `--wide` output: tables keep their natural width, never cut."""
 
 
 def _one_line(text: str) -> str:
@@ -93,6 +89,15 @@ def _shown(path: Path) -> Path:
 
 @contextmanager
 def _progress() -> Iterator[ProgressFactory]:
+    # Imported here, as the tables are: a command that draws neither starts faster.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     bar = Progress(
         TextColumn("  {task.description}"),
         BarColumn(),
@@ -186,26 +191,85 @@ _stage_command("visualize", "Draw every chart as Vega-Lite JSON, PNG and SVG.")
 _stage_command("report", "Write the report, complete the version and switch `latest` to it.")
 
 
+def _versions_table(found: list[dict[str, Any]], wide: bool) -> Any:
+    """The versions as a table. Narrow: long cells wrap at spaces (rule names and feature lists
+    have them), never cut. Wide: one line per version, with every score and the segment names."""
+    from rich.table import Column, Table
+
+    # A feature name is kept whole when the terminal allows: other columns wrap first.
+    longest_name = min(max(len(name) for v in found for name in v["features"]), FEATURE_NAME_WIDTH)
+    table = Table(
+        # Whole ids, never cut: they are what compare, verify and prune take.
+        Column("version", no_wrap=True, min_width=12),
+        Column("created (UTC)", no_wrap=wide, max_width=None if wide else 10),
+        Column("k", justify="right", no_wrap=True),
+        Column("silhouette" if wide else "silh.", justify="right", no_wrap=True),
+        Column("k rule", max_width=None if wide else 10),
+        Column("scaling", no_wrap=True),
+        # Wraps at the spaces after commas; a name longer than the column is folded, not cut.
+        Column("features", overflow="fold", no_wrap=wide, min_width=longest_name + 1),
+        box=None,
+        pad_edge=False,
+        header_style="bold",
+    )
+    if wide:
+        table.add_column("Calinski-Harabasz", justify="right", no_wrap=True)
+        table.add_column("Davies-Bouldin", justify="right", no_wrap=True)
+        table.add_column("segments", no_wrap=True)
+    for v in found:
+        cells = [
+            v["version"],
+            v["created"][:16].replace("T", " "),
+            str(v["chosen_k"]),
+            f"{v['silhouette']:.3f}",
+            v["rule"] if wide else v["rule"].replace("_", " "),
+            v["scaling"],
+            ", ".join(v["features"]),
+        ]
+        if wide:
+            cells += [
+                f"{v['calinski_harabasz']:.1f}",
+                f"{v['davies_bouldin']:.3f}",
+                "; ".join(v["segments"]),
+            ]
+        table.add_row(*cells)
+    return table
+
+
 @main.command(name="versions")
-def list_versions() -> None:
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="One line per version, with every score and the segment names, however wide.",
+)
+def list_versions(wide: bool) -> None:
     """List every version, newest first."""
     found = versions.list_versions(_workspace())
     if not found:
         console.print("no versions yet: run `make all`")
         return
+    table = _versions_table(found, wide)
+    # Wide: as wide as the table needs, whatever the terminal (for scripts and wide windows).
+    out = Console(width=WIDE_OUTPUT) if wide else Console()
+    out.print(table)
+
+
+def _crosstab_table(comparison: versions.Comparison, new_ids: list[str]) -> Any:
+    """Customers by old segment (rows, names wrapped to fit) and new segment id (columns)."""
+    from rich.table import Column, Table
+
+    # Columns by segment id keep the table narrow (ten 5-digit counts fit 80 columns); the names
+    # are listed underneath and wrap here.
     table = Table(
-        # Whole ids, never cut: they are what compare, verify and prune take.
-        Column("version", no_wrap=True, min_width=12),
-        Column("created (UTC)", no_wrap=True, min_width=16),
-        "features", "scaling", "rule", "k", "silhouette", "segments",
-    )  # fmt: skip
-    for v in found:
-        table.add_row(
-            v["version"], v["created"][:16].replace("T", " "), ", ".join(v["features"]),
-            v["scaling"], v["rule"], str(v["chosen_k"]), f"{v['silhouette']:.3f}",
-            str(len(v["segments"])),
-        )  # fmt: skip
-    Console().print(table)
+        Column("segment", overflow="fold", min_width=8),
+        *(Column(segment_id, justify="right", no_wrap=True) for segment_id in new_ids),
+        box=None,
+        pad_edge=False,
+        header_style="bold",
+    )
+    for row in comparison.crosstab:
+        table.add_row(row["segment"], *(str(count) for count in row["counts"]))
+    return table
 
 
 @main.command()
@@ -228,12 +292,12 @@ def compare(old: str, new: str) -> None:
         out.print(f"config  {key}: {before!r} -> {after!r}", soft_wrap=True)
     for name, before, after in comparison.metrics:
         out.print(f"metric  {name}: {before:.4g} -> {after:.4g}")
-    # Columns by segment id keep the table narrow; the names are listed underneath.
     new_ids = [str(i) for i in range(len(comparison.new_segments))]
-    table = Table(f"{comparison.old} \\ {comparison.new}", *new_ids)
-    for row in comparison.crosstab:
-        table.add_row(row["segment"], *(str(count) for count in row["counts"]))
-    out.print(table)
+    out.print(
+        f"customers by segment: rows are {comparison.old}'s, columns {comparison.new}'s",
+        soft_wrap=True,
+    )
+    out.print(_crosstab_table(comparison, new_ids))
     for segment_id, name in zip(new_ids, comparison.new_segments, strict=True):
         out.print(f"  {segment_id}: {name}")
     out.print(

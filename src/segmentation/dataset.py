@@ -7,8 +7,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import pooch
-
 from segmentation.artifacts import sha256_file
 from segmentation.config import DataConfig
 from segmentation.errors import DataError, DataUnavailableError
@@ -87,6 +85,8 @@ def ensure_raw_data(config: DataConfig, path: Path) -> RawData:
         hint += f" (SHA-256 {config.sha256})"
     if config.url is None:
         raise DataUnavailableError(f"{path}: data file not found and data.url is null; {hint}")
+    import pooch  # only a download needs it
+
     # pooch logs each download at INFO; our own stage line says it instead.
     pooch.get_logger().setLevel(logging.WARNING)
     try:

@@ -7,7 +7,6 @@ Heavy libraries are imported inside the runners, so a run with nothing to comput
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import subprocess
 from collections.abc import Callable, Iterator
@@ -312,6 +311,8 @@ def git_state(root: Path) -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
+    import importlib.metadata  # a no-op run does not need it
+
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -327,6 +328,8 @@ VEGA_GLOBALS = "window.vegaEmbed = vegaEmbed; window.vega = vega; window.vegaLit
 
 
 def _report(ctx: StageContext) -> str:
+    import importlib.metadata
+
     import vl_convert
 
     from segmentation import report
