@@ -271,10 +271,10 @@ def code_fingerprint(modules: tuple[str, ...] | None = None) -> str:
 
 def user_cache() -> Path:
     """Files derived only from installed packages, shared by every project of the user
-    ($XDG_CACHE_HOME/segmentation on Linux)."""
-    import pooch
+    ($XDG_CACHE_HOME/segmentation on Linux, as pooch places its downloads)."""
+    import platformdirs  # pooch's own way to the folder, without importing pooch
 
-    return Path(pooch.os_cache("segmentation"))
+    return Path(platformdirs.user_cache_dir("segmentation"))
 
 
 def memoized_text(name: str, compute: Callable[[], str]) -> str:

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 INTERRUPTED = "interrupted: stopped by the user; complete versions are kept"
 # pyspark warns about the pandas version whenever both are installed (pandera imports
@@ -21,13 +21,15 @@ try:  # Ctrl-C while the command is still starting up: the same line, not a trac
     from rich.console import Console
     from rich.markup import escape
 
-    from segmentation import __version__, artifacts, pipeline, versions
+    from segmentation import __version__, artifacts, runs, stamps, versions
     from segmentation.artifacts import Workspace
-    from segmentation.context import Progress as ProgressFactory
     from segmentation.errors import ConfigError, DataError, SegmentationError, VerificationError
 except KeyboardInterrupt:
     sys.stderr.write(INTERRUPTED + "\n")
     raise SystemExit(130) from None
+
+if TYPE_CHECKING:
+    from segmentation.context import Progress as ProgressFactory
 
 console = Console(stderr=True, highlight=False, emoji=False)
 FEATURE_NAME_WIDTH = 24
@@ -115,7 +117,7 @@ def _progress() -> Iterator[ProgressFactory]:
         yield start
 
 
-def _stage_line(outcome: pipeline.StageOutcome) -> None:
+def _stage_line(outcome: runs.StageOutcome) -> None:
     mark = "[green]✓[/]" if outcome.status == "ran" else "[dim]=[/]"
     console.print(
         f"{mark} {outcome.stage:<10} {outcome.status:<6} {outcome.seconds:6.2f} s  "
@@ -124,22 +126,47 @@ def _stage_line(outcome: pipeline.StageOutcome) -> None:
     )
 
 
-def _run(config_path: Path, targets: tuple[str, ...], force: bool) -> None:
-    started = time.perf_counter()
-    run = pipeline.open_run(config_path, _workspace())
-    console.print(f"version {run.version}  (config {config_path}, data {_shown(run.raw.path)})")
-    with _progress() as progress:
-        result = pipeline.execute(
-            run,
-            targets,
-            progress,
-            _stage_line,
-            force=force,
-            log=lambda line: console.print(f"  [dim]{escape(line)}[/]", soft_wrap=True),
+def _stamped_rerun(config_path: Path) -> runs.Result | None:
+    """The rerun of an unchanged config, finished from its stamp without loading the stages."""
+    workspace = _workspace()
+    stamp = stamps.unchanged(workspace, config_path)
+    if stamp is None:
+        return None
+    result = stamps.rerun(workspace, config_path, stamp)
+    if result is not None:
+        console.print(
+            f"version {stamp.version}  (config {config_path}, data {_shown(Path(stamp.data))})"
         )
+        for outcome in result.outcomes:
+            _stage_line(outcome)
+    return result
+
+
+def _run(config_path: Path, targets: tuple[str, ...] | None, force: bool) -> None:
+    """Bring the target stages (None: every stage) up to date and say what ran."""
+    started = time.perf_counter()
+    # The report is the last stage: asking for it (or for all) with nothing changed needs no stage.
+    wants_report = targets is None or "report" in targets
+    result = _stamped_rerun(config_path) if wants_report and not force else None
+    if result is None:
+        from segmentation import pipeline
+
+        run = pipeline.open_run(config_path, _workspace())
+        console.print(f"version {run.version}  (config {config_path}, data {_shown(run.raw.path)})")
+        with _progress() as progress:
+            result = pipeline.execute(
+                run,
+                targets or pipeline.STAGE_ORDER,
+                progress,
+                _stage_line,
+                force=force,
+                log=lambda line: console.print(f"  [dim]{escape(line)}[/]", soft_wrap=True),
+            )
     ran = sum(outcome.status == "ran" for outcome in result.outcomes)
     work = f"{ran} stage(s) ran" if ran else "nothing to compute"
-    console.print(f"done in {time.perf_counter() - started:.1f} s ({work}); version {run.version}")
+    console.print(
+        f"done in {time.perf_counter() - started:.1f} s ({work}); version {result.version}"
+    )
     if result.report is not None:
         click.echo(f"Report: {_shown(result.report)}")
     for stage, folder in result.outputs.items():
@@ -161,13 +188,15 @@ def main() -> None:
 @force_option
 def run(config_path: Path, force: bool) -> None:
     """Run every stage (prepare, select-k, cluster, visualize, report) in one process."""
-    _run(config_path, tuple(pipeline.STAGE_ORDER), force)
+    _run(config_path, None, force)
 
 
 @main.command()
 @config_option
 def fetch(config_path: Path) -> None:
     """Download the data set if it is missing, and check its SHA-256."""
+    from segmentation import pipeline
+
     run_ = pipeline.open_run(config_path, _workspace())
     state = "checked against data.sha256" if run_.raw.pinned else "recorded (data.sha256 is null)"
     click.echo(f"{_shown(run_.raw.path)}: SHA-256 {run_.raw.sha256} {state}")
@@ -328,6 +357,8 @@ def verify_version(version: str) -> None:
     workspace = _workspace()
     name = versions.resolve_version(workspace, version)
     console.print(f"recomputing version {name} in a scratch folder ...")
+    from segmentation import pipeline
+
     outcome = pipeline.verify(workspace, name)
     if outcome.recomputed_version != name:
         raise VerificationError(

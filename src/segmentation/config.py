@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmentation.errors import ConfigError
+from segmentation.reading import SAFE_LOADER, load_yaml
 from segmentation.schema import ColumnSpec, TableSchema, built_table
 
 
@@ -326,8 +327,8 @@ def _schema_problem(config: Config) -> tuple[tuple[str | int, ...], str] | None:
 def parse_config(text: str, source: str = "config.yaml") -> Config:
     """Parse and validate config text; raise ConfigError naming the file, line and key."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=SAFE_LOADER)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source

@@ -9,25 +9,25 @@ version store, `versions`). Verifying a version recomputes it, so it lives here 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from segmentation import artifacts, stages, versions
+from segmentation import artifacts, runs, stages, stamps, versions
 from segmentation.artifacts import Workspace
 from segmentation.catalog import Catalog
 from segmentation.config import Config, load_config, locate
 from segmentation.context import Progress, StageContext
-from segmentation.dataset import RawData, ensure_raw_data, is_remote
+from segmentation.dataset import RawData, ensure_raw_data, is_glob, is_remote
 from segmentation.errors import ConfigError
+from segmentation.runs import Result, StageOutcome
 from segmentation.stages import STAGES
 from segmentation.vocabulary import SHIPPED, known_columns, load_vocabulary, vocabulary_path
 
@@ -59,25 +59,6 @@ class Run:
     @property
     def folder(self) -> Path:
         return self.workspace.version_dir(self.version)
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    stage: str
-    status: str
-    """"ran" or "reused"."""
-    seconds: float
-    summary: str
-
-
-@dataclass
-class Result:
-    version: str
-    outcomes: list[StageOutcome] = field(default_factory=list)
-    report: Path | None = None
-    """The version's report, when the run went as far as the report stage."""
-    outputs: dict[str, Path] = field(default_factory=dict)
-    """Where each stage's results are, for runs that stopped before the report."""
 
 
 def stage_keys(
@@ -247,19 +228,16 @@ def _log_dates(folder: Path) -> dict[str, Any]:
     return {key: recorded[key] for key in keys}
 
 
-def _log_run(run: Run, result: Result, failed: str | None = None) -> None:
-    entry = {
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-        "failed": failed,
-        "version": run.version,
-        "config": str(run.config_path),
-        "stages": {
-            o.stage: {"status": o.status, "seconds": round(o.seconds, 3)} for o in result.outcomes
-        },
-    }
-    run.workspace.artifacts.mkdir(parents=True, exist_ok=True)
-    with run.workspace.runs_log.open("a", encoding="utf-8") as log:
-        log.write(json.dumps(entry, sort_keys=True) + "\n")
+def _stamp(run: Run) -> None:
+    """Record what a finished run read, for `stamps.unchanged`; only for the files on this machine
+    that the Polars engine reads (a glob could match a new file without any recorded one changing).
+    """
+    if run.config.engine != "polars" or is_glob(run.config.data.path):
+        return
+    read = run.raw.files or (run.raw.path,)
+    if run.config.naming is not None and run.config.naming not in SHIPPED:
+        read += (vocabulary_path(run.config.naming, run.workspace.root),)
+    stamps.write(run.workspace, run.config_path, run.version, read, str(run.raw.path), STAGE_ORDER)
 
 
 def execute(
@@ -302,7 +280,8 @@ def _execute(
             on_stage(outcome)
         result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
         versions.publish(run.workspace, run.version)
-        _log_run(run, result)
+        _stamp(run)
+        runs.log_run(run.workspace, run.config_path, result)
         return result
 
     current = "start"
@@ -348,9 +327,10 @@ def _execute(
             versions.complete(run.workspace, run.version, staging, report_staging)
             result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
             versions.publish(run.workspace, run.version)
-        _log_run(run, result)
+            _stamp(run)
+        runs.log_run(run.workspace, run.config_path, result)
     except BaseException:
-        _log_run(run, result, failed=current)
+        runs.log_run(run.workspace, run.config_path, result, failed=current)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

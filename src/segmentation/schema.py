@@ -13,8 +13,9 @@ import re
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from segmentation.reading import load_yaml
 
 ColumnType = Literal["id", "numeric", "categorical", "date"]
 MissingPolicy = Literal["fail", "drop", "median", "mode"]
@@ -36,7 +37,7 @@ def _transactions_declaration() -> dict[str, Any]:
     text = (resources.files("segmentation") / "tables" / "transactions.yaml").read_text(
         encoding="utf-8"
     )
-    declared: dict[str, Any] = yaml.safe_load(text)
+    declared: dict[str, Any] = load_yaml(text)
     return declared
 
 

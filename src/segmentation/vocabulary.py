@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmentation.errors import ConfigError
+from segmentation.reading import load_yaml
 from segmentation.schema import ColumnSpec, rfm_scores
 
 Level = Literal["low", "mid", "high"]
@@ -174,7 +175,7 @@ def load_vocabulary(naming: str, root: Path, known_columns: set[str]) -> Vocabul
             key="naming",
         ) from None
     try:
-        vocabulary = Vocabulary.model_validate(yaml.safe_load(text) or {})
+        vocabulary = Vocabulary.model_validate(load_yaml(text) or {})
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
