@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmentation.errors import ConfigError
-from segmentation.reading import SAFE_LOADER, load_yaml
+from segmentation.reading import compose_yaml, load_yaml
 from segmentation.schema import ColumnSpec, TableSchema, built_table
 
 
@@ -327,7 +327,7 @@ def _schema_problem(config: Config) -> tuple[tuple[str | int, ...], str] | None:
 def parse_config(text: str, source: str = "config.yaml") -> Config:
     """Parse and validate config text; raise ConfigError naming the file, line and key."""
     try:
-        node = yaml.compose(text, Loader=SAFE_LOADER)
+        node = compose_yaml(text)
         raw = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,23 @@ import yaml
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _readably(read: Callable[[type[Any]], Any]) -> Any:
+    """`read(SAFE_LOADER)`; on a syntax error, PyYAML's own parser raises it instead, because its
+    messages name the offending character (a tab, a quote) where libyaml's do not."""
+    try:
+        return read(SAFE_LOADER)
+    except yaml.YAMLError:
+        return read(yaml.SafeLoader)
+
+
 def load_yaml(text: str) -> Any:
     """`yaml.safe_load`, with libyaml's parser when available."""
-    return yaml.load(text, Loader=SAFE_LOADER)
+    return _readably(lambda loader: yaml.load(text, Loader=loader))
+
+
+def compose_yaml(text: str) -> yaml.Node | None:
+    """`yaml.compose` with the safe loader (nodes carry line numbers), libyaml's when available."""
+    return _readably(lambda loader: yaml.compose(text, Loader=loader))  # type: ignore[no-any-return]
 
 
 SEPARATORS = (",", ";", "\t", "|")
