@@ -1,5 +1,4 @@
-"""Benchmark: the pipeline (`segment run`) against the notebook baseline, on the Mall file and on
-synthetic customers.
+"""Benchmark: the pipeline (`segment run`) against the notebook baseline, Mall and synthetic data.
 
 For each entry of `--sizes` (default mall, 100k, 1M and 10M rows) it takes the data set (`mall`:
 the Mall Customers file, the base config's data.path, fetched with `segment fetch` when missing;
