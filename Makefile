@@ -138,7 +138,7 @@ BENCH_VENV ?= .venv-bench
 BENCH_SPARK_VENV ?= .venv-bench-spark
 BENCH_NO_SPARK := $(or $(findstring --spark none,$(BENCH_ARGS)),$(findstring --spark=none,$(BENCH_ARGS)))
 .PHONY: bench
-bench: $(DEV_STAMP) ## Benchmark against the notebook baseline and Spark (100k, 1M, 10M customers; 10M, 100M purchases); writes bench/results.md
+bench: $(DEV_STAMP) ## Benchmark against the notebook baseline and Spark (the Mall file; 100k, 1M, 10M customers; 10M, 100M purchases); writes bench/results.md
 	$(MAKE) --no-print-directory venv VENV=$(BENCH_VENV)
 	$(if $(BENCH_NO_SPARK),,$(MAKE) --no-print-directory spark VENV=$(BENCH_SPARK_VENV))
 	$(BIN)/python bench/run.py --segment $(BENCH_VENV)/bin/segment \

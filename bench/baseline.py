@@ -5,10 +5,14 @@ n_init=10, random_state=42)` on every row for k = 1..10 (the elbow's inertia); t
 k = 2..10, on a sample of at most 10,000 rows (on every row it is O(n^2): hours at a million); k
 with the highest silhouette; a final fit; the elbow and the segments scatter saved as PNG with
 matplotlib (Agg). Writes a JSON result (chosen k, inertias, silhouettes, ARI against the true
-groups, plot bytes, its own wall time and peak RSS).
+groups when --truth gives them, plot bytes, its own wall time and peak RSS).
+
+The columns are taken by position, as the notebooks do (3 and 4: income and score), so it runs
+on the Mall file itself as well as on the generated data sets, which share its layout:
 
     python bench/baseline.py --csv bench/data/100000-seed7/customers.csv \\
         --truth bench/data/100000-seed7/truth.parquet --out-dir /tmp/baseline
+    python bench/baseline.py --csv data/raw/Mall_Customers.csv --out-dir /tmp/baseline-mall
 """
 
 from __future__ import annotations
