@@ -1,0 +1,192 @@
+"""K-Means fitted on many small weighted data sets at once: the bootstrap's refits.
+
+Each fit is the one `kmeans.fit_kmeans` makes with scikit-learn for the Lloyd algorithm: greedy
+k-means++ seeding (2 + ln k candidates a step), Lloyd's iterations with scikit-learn's stopping
+rule, and the lowest inertia of `n_init` starts. Here every start of every data set runs in the
+same array operations: a bootstrap makes thousands of fits of a few hundred rows, on which
+scikit-learn's per-call work costs more than the fitting itself.
+
+A data set is given as distinct rows with weights (how often each row occurs): k-means++ then
+draws each row with the same probability as among the repeated rows, and the centres and inertia
+are those of the repeated rows, with less work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from segmentation.config import ClusterConfig
+
+TOL = 1e-4
+"""Lloyd's iterations stop once the centres move (squared, summed) by at most this times the mean
+feature variance: scikit-learn's default `tol`, which `fit_kmeans` keeps."""
+
+
+@dataclass(frozen=True)
+class Weighted:
+    """A data set as its distinct rows and how many times each occurs."""
+
+    points: np.ndarray
+    weights: np.ndarray
+
+
+def best_of_starts(
+    sets: Sequence[Weighted], k: int, config: ClusterConfig, rngs: Sequence[np.random.Generator]
+) -> list[np.ndarray]:
+    """K-Means on each data set, as `fit_kmeans` fits one: the best of `config.n_init` starts.
+
+    Parameters
+    ----------
+    sets
+        The data sets, each with at least one row and the same number of columns.
+    k
+        Number of clusters.
+    config
+        `n_init` (starts per data set) and `max_iter` (Lloyd's iterations per start).
+    rngs
+        One random generator per data set, for its k-means++ draws: a data set's fit does not
+        depend on which others are fitted with it.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Per data set, the cluster (0..k-1) of each of its rows, from the start with the lowest
+        weighted inertia (the first of equal ones).
+    """
+    points, weights = _stack(sets)
+    starts = config.n_init
+    runs_points = np.repeat(points, starts, axis=0)
+    runs_weights = np.repeat(weights, starts, axis=0)
+    trials = 2 + int(np.log(k))
+    draws = [(rng.random(starts), rng.random((k - 1, starts, trials))) for rng in rngs]
+    centres = _seed(
+        runs_points,
+        runs_weights,
+        k,
+        np.concatenate([first for first, _ in draws]),
+        np.concatenate([steps for _, steps in draws], axis=1),
+    )
+    tolerance = np.repeat(_tolerance(points, weights), starts)
+    labels, inertia = _lloyd(runs_points, runs_weights, centres, config.max_iter, tolerance)
+    best = inertia.reshape(len(sets), starts).argmin(axis=1)
+    chosen = labels.reshape(len(sets), starts, -1)[np.arange(len(sets)), best]
+    return [row[: len(data.weights)] for row, data in zip(chosen, sets, strict=True)]
+
+
+def _stack(sets: Sequence[Weighted]) -> tuple[np.ndarray, np.ndarray]:
+    """(sets, rows, columns) points and (sets, rows) weights, shorter sets padded with copies of
+    their last row at weight 0 (such a row is never drawn and moves no centre)."""
+    rows = max(len(data.weights) for data in sets)
+    points = np.stack(
+        [np.pad(data.points, ((0, rows - len(data.weights)), (0, 0)), mode="edge") for data in sets]
+    )
+    weights = np.stack([np.pad(data.weights, (0, rows - len(data.weights))) for data in sets])
+    return points, weights.astype(float)
+
+
+def _tolerance(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`TOL` times each data set's mean feature variance (of the repeated rows)."""
+    total = weights.sum(axis=1)
+    mean = np.einsum("smd,sm->sd", points, weights) / total[:, None]
+    spread = np.einsum("smd,sm->sd", (points - mean[:, None, :]) ** 2, weights) / total[:, None]
+    result: np.ndarray = spread.mean(axis=1) * TOL
+    return result
+
+
+def _cross(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(runs, rows, centres) squared distances less each row's squared norm, ||c||^2 - 2 x.c:
+    enough to compare centres for a row, with one matrix product."""
+    result: np.ndarray = np.matmul(points, centres.transpose(0, 2, 1) * -2.0)
+    result += np.einsum("rcd,rcd->rc", centres, centres)[:, None, :]
+    return result
+
+
+def _draw(mass: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Per run, rows drawn with probability proportional to `mass` (runs, rows) for `uniforms`
+    (runs, draws) in [0, 1): the first row whose cumulative mass reaches u times the total, as
+    scikit-learn's searchsorted (a zero total draws row 0)."""
+    cumulative = np.cumsum(mass, axis=1)
+    targets = uniforms * cumulative[:, -1:]
+    found = (cumulative[:, None, :] < targets[:, :, None]).sum(axis=2)
+    rows: np.ndarray = np.minimum(found, mass.shape[1] - 1)
+    return rows
+
+
+def _seed(
+    points: np.ndarray, weights: np.ndarray, k: int, first: np.ndarray, steps: np.ndarray
+) -> np.ndarray:
+    """Greedy k-means++ centres (runs, k, columns) for every run: the first centre drawn by weight,
+    each next one the best, by the inertia it leaves, of a few drawn by weighted squared distance."""
+    runs = np.arange(len(points))
+    norms = np.einsum("rmd,rmd->rm", points, points)
+    centres = np.empty((len(points), k, points.shape[2]))
+    centres[:, 0] = points[runs, _draw(weights, first[:, None])[:, 0]]
+    closest = _cross(points, centres[:, :1])[:, :, 0]
+    for step in range(1, k):
+        candidates = _draw(weights * np.maximum(closest + norms, 0.0), steps[step - 1])
+        candidate_points = points[runs[:, None], candidates]
+        reach = np.minimum(closest[:, :, None], _cross(points, candidate_points))
+        best = np.einsum("rmt,rm->rt", reach, weights).argmin(axis=1)
+        closest = reach[runs, :, best]
+        centres[:, step] = candidate_points[runs, best]
+    return centres
+
+
+def _means(
+    points: np.ndarray, weights: np.ndarray, labels: np.ndarray, previous: np.ndarray
+) -> np.ndarray:
+    """Each cluster's weighted mean, summed in row order. A cluster left without weight keeps its
+    centre (scikit-learn moves it to a far row instead; after k-means++ starts on distinct rows
+    this does not arise in practice)."""
+    runs, k, columns = previous.shape
+    slot = (labels + np.arange(runs)[:, None] * k).ravel()
+    mass = np.bincount(slot, weights=weights.ravel(), minlength=runs * k).reshape(runs, k)
+    sums = np.stack(
+        [
+            np.bincount(slot, weights=(weights * points[:, :, j]).ravel(), minlength=runs * k)
+            for j in range(columns)
+        ],
+        axis=1,
+    ).reshape(runs, k, columns)
+    empty = mass == 0
+    centres = sums / np.where(empty, 1.0, mass)[:, :, None]
+    centres[empty] = previous[empty]
+    return centres
+
+
+def _lloyd(
+    points: np.ndarray,
+    weights: np.ndarray,
+    centres: np.ndarray,
+    max_iter: int,
+    tolerance: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's iterations from `centres`; each run stops when its labels no longer change or its
+    centres move by at most its `tolerance`. Returns the labels of the final centres and the
+    weighted inertia."""
+    final = centres.copy()
+    run = np.arange(len(points))
+    work_points, work_weights, work_centres = points, weights, centres
+    previous = np.full(weights.shape, -1)
+    for _ in range(max_iter):
+        labels = _cross(work_points, work_centres).argmin(axis=2)
+        moved = _means(work_points, work_weights, labels, work_centres)
+        shift = ((moved - work_centres) ** 2).sum(axis=(1, 2))
+        same = ((labels == previous) | (work_weights == 0)).all(axis=1)
+        final[run] = moved
+        going = ~(same | (shift <= tolerance[run]))
+        if not going.any():
+            break
+        if not going.all():
+            run, work_points, work_weights = run[going], work_points[going], work_weights[going]
+            moved, labels = moved[going], labels[going]
+        work_centres, previous = moved, labels
+    cross = _cross(points, final)
+    labels = cross.argmin(axis=2)
+    nearest = np.take_along_axis(cross, labels[:, :, None], axis=2)[:, :, 0]
+    norms = np.einsum("rmd,rmd->rm", points, points)
+    inertia = (np.maximum(nearest + norms, 0.0) * weights).sum(axis=1)
+    return labels, inertia
