@@ -58,19 +58,20 @@ def best_of_starts(
     """
     points, weights = _stack(sets)
     starts = config.n_init
-    runs_points = np.repeat(points, starts, axis=0)
-    runs_weights = np.repeat(weights, starts, axis=0)
+    # Each start of each data set is a run; the runs of a data set are consecutive.
+    lifted = np.repeat(_lift(points), starts, axis=0)
+    run_weights = np.repeat(weights, starts, axis=0)
     trials = 2 + int(np.log(k))
     draws = [(rng.random(starts), rng.random((k - 1, starts, trials))) for rng in rngs]
     centres = _seed(
-        runs_points,
-        runs_weights,
+        lifted,
+        run_weights,
         k,
         np.concatenate([first for first, _ in draws]),
         np.concatenate([steps for _, steps in draws], axis=1),
     )
     tolerance = np.repeat(_tolerance(points, weights), starts)
-    labels, inertia = _lloyd(runs_points, runs_weights, centres, config.max_iter, tolerance)
+    labels, inertia = _lloyd(lifted, run_weights, centres, config.max_iter, tolerance)
     best = inertia.reshape(len(sets), starts).argmin(axis=1)
     chosen = labels.reshape(len(sets), starts, -1)[np.arange(len(sets)), best]
     return [row[: len(data.weights)] for row, data in zip(chosen, sets, strict=True)]
@@ -96,69 +97,72 @@ def _tolerance(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return result
 
 
-def _cross(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def _lift(points: np.ndarray) -> np.ndarray:
+    """Rows with a trailing 1, [x, 1], for `_cross`."""
+    return np.concatenate([points, np.ones((*points.shape[:2], 1))], axis=2)
+
+
+def _cross(lifted: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """(runs, rows, centres) squared distances less each row's squared norm, ||c||^2 - 2 x.c:
-    enough to compare centres for a row, with one matrix product."""
-    result: np.ndarray = np.matmul(points, centres.transpose(0, 2, 1) * -2.0)
-    result += np.einsum("rcd,rcd->rc", centres, centres)[:, None, :]
+    enough to compare centres for a row. One matrix product of the lifted rows [x, 1] with
+    [-2c, ||c||^2] gives them, twice as fast as a product and a sum."""
+    norms = np.einsum("rcd,rcd->rc", centres, centres)
+    affine = np.concatenate([centres * -2.0, norms[:, :, None]], axis=2)
+    result: np.ndarray = np.matmul(lifted, affine.transpose(0, 2, 1))
     return result
 
 
 def _draw(mass: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     """Per run, rows drawn with probability proportional to `mass` (runs, rows) for `uniforms`
     (runs, draws) in [0, 1): the first row whose cumulative mass reaches u times the total, as
-    scikit-learn's searchsorted (a zero total draws row 0)."""
+    scikit-learn draws them (a zero total draws row 0)."""
     cumulative = np.cumsum(mass, axis=1)
     targets = uniforms * cumulative[:, -1:]
-    found = (cumulative[:, None, :] < targets[:, :, None]).sum(axis=2)
+    found = np.array([np.searchsorted(row, t) for row, t in zip(cumulative, targets, strict=True)])
     rows: np.ndarray = np.minimum(found, mass.shape[1] - 1)
     return rows
 
 
 def _seed(
-    points: np.ndarray, weights: np.ndarray, k: int, first: np.ndarray, steps: np.ndarray
+    lifted: np.ndarray, weights: np.ndarray, k: int, first: np.ndarray, steps: np.ndarray
 ) -> np.ndarray:
     """Greedy k-means++ centres (runs, k, columns) for every run: the first centre drawn by weight,
     each next one the best, by the inertia it leaves, of a few drawn by weighted squared distance."""
-    runs = np.arange(len(points))
+    runs = np.arange(len(lifted))
+    points = lifted[:, :, :-1]
     norms = np.einsum("rmd,rmd->rm", points, points)
-    centres = np.empty((len(points), k, points.shape[2]))
+    centres = np.empty((len(lifted), k, points.shape[2]))
     centres[:, 0] = points[runs, _draw(weights, first[:, None])[:, 0]]
-    closest = _cross(points, centres[:, :1])[:, :, 0]
+    closest = _cross(lifted, centres[:, :1])[:, :, 0]
     for step in range(1, k):
         candidates = _draw(weights * np.maximum(closest + norms, 0.0), steps[step - 1])
         candidate_points = points[runs[:, None], candidates]
-        reach = np.minimum(closest[:, :, None], _cross(points, candidate_points))
+        reach = np.minimum(closest[:, :, None], _cross(lifted, candidate_points))
         best = np.einsum("rmt,rm->rt", reach, weights).argmin(axis=1)
         closest = reach[runs, :, best]
         centres[:, step] = candidate_points[runs, best]
     return centres
 
 
-def _means(
-    points: np.ndarray, weights: np.ndarray, labels: np.ndarray, previous: np.ndarray
-) -> np.ndarray:
-    """Each cluster's weighted mean, summed in row order. A cluster left without weight keeps its
-    centre (scikit-learn moves it to a far row instead; after k-means++ starts on distinct rows
-    this does not arise in practice)."""
+def _means(weighted: np.ndarray, labels: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Each cluster's weighted mean, summed in row order, from the weighted lifted rows [w x, w]
+    given column by column. A cluster left without weight keeps its centre (scikit-learn moves it
+    to a far row instead; after k-means++ starts on distinct rows this does not arise in practice)."""
     runs, k, columns = previous.shape
     slot = (labels + np.arange(runs)[:, None] * k).ravel()
-    mass = np.bincount(slot, weights=weights.ravel(), minlength=runs * k).reshape(runs, k)
-    sums = np.stack(
-        [
-            np.bincount(slot, weights=(weights * points[:, :, j]).ravel(), minlength=runs * k)
-            for j in range(columns)
-        ],
+    totals = np.stack(
+        [np.bincount(slot, weights=column.ravel(), minlength=runs * k) for column in weighted],
         axis=1,
-    ).reshape(runs, k, columns)
+    ).reshape(runs, k, columns + 1)
+    mass = totals[:, :, -1]
     empty = mass == 0
-    centres = sums / np.where(empty, 1.0, mass)[:, :, None]
+    centres = totals[:, :, :-1] / np.where(empty, 1.0, mass)[:, :, None]
     centres[empty] = previous[empty]
     return centres
 
 
 def _lloyd(
-    points: np.ndarray,
+    lifted: np.ndarray,
     weights: np.ndarray,
     centres: np.ndarray,
     max_iter: int,
@@ -166,27 +170,33 @@ def _lloyd(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's iterations from `centres`; each run stops when its labels no longer change or its
     centres move by at most its `tolerance`. Returns the labels of the final centres and the
-    weighted inertia."""
+    weighted inertia. Runs that stop leave the arrays worked on, so the others go faster."""
+    weighted = np.ascontiguousarray((lifted * weights[:, :, None]).transpose(2, 0, 1))
     final = centres.copy()
-    run = np.arange(len(points))
-    work_points, work_weights, work_centres = points, weights, centres
+    run = np.arange(len(lifted))
+    work_lifted, work_weighted, work_centres = lifted, weighted, centres
     previous = np.full(weights.shape, -1)
     for _ in range(max_iter):
-        labels = _cross(work_points, work_centres).argmin(axis=2)
-        moved = _means(work_points, work_weights, labels, work_centres)
+        labels = _cross(work_lifted, work_centres).argmin(axis=2)
+        moved = _means(work_weighted, labels, work_centres)
         shift = ((moved - work_centres) ** 2).sum(axis=(1, 2))
-        same = ((labels == previous) | (work_weights == 0)).all(axis=1)
+        same = ((labels == previous) | (work_weighted[-1] == 0)).all(axis=1)
         final[run] = moved
         going = ~(same | (shift <= tolerance[run]))
         if not going.any():
             break
         if not going.all():
-            run, work_points, work_weights = run[going], work_points[going], work_weights[going]
+            run, work_lifted, work_weighted = (
+                run[going],
+                work_lifted[going],
+                work_weighted[:, going],
+            )
             moved, labels = moved[going], labels[going]
         work_centres, previous = moved, labels
-    cross = _cross(points, final)
+    cross = _cross(lifted, final)
     labels = cross.argmin(axis=2)
     nearest = np.take_along_axis(cross, labels[:, :, None], axis=2)[:, :, 0]
+    points = lifted[:, :, :-1]
     norms = np.einsum("rmd,rmd->rm", points, points)
     inertia = (np.maximum(nearest + norms, 0.0) * weights).sum(axis=1)
     return labels, inertia
