@@ -1,9 +1,9 @@
 """Stage 2, select-k: sweep k, gather every criterion's evidence, and choose k by the configured rule.
 
 Criteria: inertia (its knee, by kneed), silhouette, Calinski-Harabasz, Davies-Bouldin, the gap
-statistic (Tibshirani, Walther & Hastie 2001) and bootstrap stability (as fpc::clusterboot).
-Fits run with one BLAS/OpenMP thread each, in parallel threads when the matrix is large enough
-for that to pay; results do not depend on the number of threads.
+statistic (Tibshirani, Walther & Hastie 2001) and bootstrap stability (as fpc::clusterboot, each
+resample fitted like the full data). Fits run with one BLAS/OpenMP thread each, in parallel threads
+when the matrix is large enough for that to pay; results do not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def sweep_range(select_k: SelectKConfig, cluster: ClusterConfig) -> range:
 
 
 def single_start(cluster: ClusterConfig) -> ClusterConfig:
-    """One k-means++ start per fit, as R's clusGap and clusterboot use by default: the gap
-    references and bootstrap resamples are many, and each only needs a typical solution."""
+    """One k-means++ start per fit, as R's clusGap uses: the gap references are many, and each
+    only needs a typical solution of structureless data."""
     return cluster.model_copy(update={"n_init": 1})
 
 
