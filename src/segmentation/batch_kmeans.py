@@ -144,16 +144,35 @@ def _seed(
     return centres
 
 
-def _means(weighted: np.ndarray, labels: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """Each cluster's weighted mean, summed in row order, from the weighted lifted rows [w x, w]
-    given column by column. A cluster left without weight keeps its centre (scikit-learn moves it
-    to a far row instead; after k-means++ starts on distinct rows this does not arise in practice)."""
-    runs, k, columns = previous.shape
+def _totals(weighted: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(runs, k, columns + 1) sums of the weighted lifted rows [w x, w] in each cluster, from
+    `weighted` given column by column: each cluster's weighted sum and, last, its weight."""
+    runs = labels.shape[0]
     slot = (labels + np.arange(runs)[:, None] * k).ravel()
-    totals = np.stack(
-        [np.bincount(slot, weights=column.ravel(), minlength=runs * k) for column in weighted],
-        axis=1,
-    ).reshape(runs, k, columns + 1)
+    sums = [np.bincount(slot, weights=column.ravel(), minlength=runs * k) for column in weighted]
+    return np.stack(sums, axis=1).reshape(runs, k, len(weighted))
+
+
+def _move_rows(
+    totals: np.ndarray, weighted: np.ndarray, previous: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """Update `totals` in place for the rows whose label changed (after the first iterations,
+    a few): cheaper than summing every row again. Returns which runs had a change (a padding row
+    copies its set's last row, so it changes label only with it)."""
+    runs, k, _ = totals.shape
+    run, row = np.nonzero(labels != previous)
+    into, out_of = run * k + labels[run, row], run * k + previous[run, row]
+    for j, column in enumerate(weighted[:, run, row]):
+        change = np.bincount(into, column, runs * k) - np.bincount(out_of, column, runs * k)
+        totals[:, :, j] += change.reshape(runs, k)
+    changed: np.ndarray = np.bincount(run, minlength=runs) > 0
+    return changed
+
+
+def _centres(totals: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Each cluster's weighted mean. A cluster left without weight keeps its centre
+    (scikit-learn moves it to a far row instead; after k-means++ starts on distinct rows this does
+    not arise in practice)."""
     mass = totals[:, :, -1]
     empty = mass == 0
     centres = totals[:, :, :-1] / np.where(empty, 1.0, mass)[:, :, None]
@@ -170,29 +189,32 @@ def _lloyd(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's iterations from `centres`; each run stops when its labels no longer change or its
     centres move by at most its `tolerance`. Returns the labels of the final centres and the
-    weighted inertia. Runs that stop leave the arrays worked on, so the others go faster."""
+    weighted inertia.
+
+    Runs that have stopped are dropped from the arrays worked on once they are a quarter of them
+    (dropping copies the arrays: doing it at every stop cost as much as the iterations)."""
+    k = centres.shape[1]
     weighted = np.ascontiguousarray((lifted * weights[:, :, None]).transpose(2, 0, 1))
     final = centres.copy()
     run = np.arange(len(lifted))
+    live = np.ones(len(run), dtype=bool)
     work_lifted, work_weighted, work_centres = lifted, weighted, centres
-    previous = np.full(weights.shape, -1)
+    labels = _cross(work_lifted, work_centres).argmin(axis=2)
+    totals = _totals(work_weighted, labels, k)
+    changed = live
     for _ in range(max_iter):
-        labels = _cross(work_lifted, work_centres).argmin(axis=2)
-        moved = _means(work_weighted, labels, work_centres)
+        moved = _centres(totals, work_centres)
         shift = ((moved - work_centres) ** 2).sum(axis=(1, 2))
-        same = ((labels == previous) | (work_weighted[-1] == 0)).all(axis=1)
-        final[run] = moved
-        going = ~(same | (shift <= tolerance[run]))
-        if not going.any():
+        final[run[live]] = moved[live]
+        live &= changed & (shift > tolerance[run])
+        if not live.any():
             break
-        if not going.all():
-            run, work_lifted, work_weighted = (
-                run[going],
-                work_lifted[going],
-                work_weighted[:, going],
-            )
-            moved, labels = moved[going], labels[going]
-        work_centres, previous = moved, labels
+        if 4 * live.sum() <= 3 * len(live):
+            run, work_lifted, work_weighted = run[live], work_lifted[live], work_weighted[:, live]
+            moved, labels, totals, live = moved[live], labels[live], totals[live], live[live]
+        previous, work_centres = labels, moved
+        labels = _cross(work_lifted, work_centres).argmin(axis=2)
+        changed = _move_rows(totals, work_weighted, previous, labels)
     cross = _cross(lifted, final)
     labels = cross.argmin(axis=2)
     nearest = np.take_along_axis(cross, labels[:, :, None], axis=2)[:, :, 0]
