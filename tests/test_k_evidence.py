@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from segmentation import usable_cores
+from segmentation import select_k, usable_cores
+from segmentation.batch_kmeans import Weighted, best_of_starts
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.select_k import (
     THREADS_FROM_VALUES,
@@ -116,6 +117,29 @@ def test_an_over_split_grouping_has_unstable_segments() -> None:
     )
     assert selection["rule"] == "fixed"
     assert min(selection["stability"]["per_segment_jaccard"].values()) < 0.85
+
+
+def test_every_resample_is_fitted_with_the_starts_of_the_full_data_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    starts: list[int] = []
+
+    def spy(
+        sets: list[Weighted], k: int, cluster: ClusterConfig, rngs: list[np.random.Generator]
+    ) -> list[np.ndarray]:
+        starts.append(cluster.n_init)
+        return best_of_starts(sets, k, cluster, rngs)
+
+    monkeypatch.setattr(select_k, "best_of_starts", spy)
+    evaluate(
+        blobs(3),
+        blobs(3),
+        SelectKConfig(k_min=2, k_max=4, gap_references=3, bootstrap=3),
+        ClusterConfig(n_init=7),
+        progress=silent,
+    )
+    assert starts
+    assert set(starts) == {7}
 
 
 @pytest.mark.parametrize(

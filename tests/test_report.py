@@ -166,6 +166,16 @@ def test_report_states_the_chosen_k_and_rule(html: str) -> None:
     assert "The rule is <strong>silhouette</strong>" in html
 
 
+def test_the_method_says_how_each_resample_is_fitted(
+    html: str, inputs: report.ReportInputs
+) -> None:
+    text = re.sub(r"\s+", " ", html)
+    resamples = inputs.selection["stability"]["resamples"]
+    starts = inputs.config["cluster"]["n_init"]
+    assert f"{resamples} bootstrap resamples" in text
+    assert f"the best of {starts} k-means++ starts" in text
+
+
 def test_report_lists_the_rejected_row_with_its_line(html: str) -> None:
     # 130 customers after the header: the hostile row is line 132.
     assert re.search(r'<td class="num">132</td><td>&lt;script&gt;', html)

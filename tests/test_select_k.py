@@ -91,7 +91,7 @@ def test_sweep_scores_every_k_and_reports_progress(
 ) -> None:
     seen: list[int] = []
     result, labels = sweep(
-        featurize(blobs3).matrix, range(2, 5), FAST, done=lambda k, _seconds: seen.append(k)
+        featurize(blobs3).matrix, range(2, 5), FAST, done=lambda k, _seconds, _fits: seen.append(k)
     )
     assert [c.k for c in result] == [1, 2, 3, 4]
     assert sorted(labels) == [2, 3, 4]

@@ -1,9 +1,9 @@
 """Stage 2, select-k: sweep k, gather every criterion's evidence, and choose k by the configured rule.
 
 Criteria: inertia (its knee, by kneed), silhouette, Calinski-Harabasz, Davies-Bouldin, the gap
-statistic (Tibshirani, Walther & Hastie 2001) and bootstrap stability (as fpc::clusterboot).
-Fits run with one BLAS/OpenMP thread each, in parallel threads when the matrix is large enough
-for that to pay; results do not depend on the number of threads.
+statistic (Tibshirani, Walther & Hastie 2001) and bootstrap stability (as fpc::clusterboot, each
+resample fitted like the full data). Fits run with one BLAS/OpenMP thread each, in parallel threads
+when the matrix is large enough for that to pay; results do not depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sklearn.metrics import (
 from threadpoolctl import threadpool_limits
 
 from segmentation import usable_cores
+from segmentation.batch_kmeans import Weighted, best_of_starts
 from segmentation.config import ClusterConfig, KRule, SelectKConfig
 from segmentation.errors import ConfigError
 from segmentation.kmeans import canonical_ids, fit_from_labels, fit_kmeans
@@ -55,11 +56,15 @@ THREADS_FROM_VALUES = 30_000
 Smaller fits are too short to gain under Python's global lock: measured on 2 cores, a select-k on
 5,000 x 2 values took 25% longer on two threads than on one, on 20,000 x 2 values 25% less."""
 
-Done = Callable[[int, float], None]
-"""Called after each fit with its k and the seconds it took."""
+BATCH_VALUES = 2**22
+"""The bootstrap fits resamples together up to about this many point-to-centre distances at a time
+(32 MB for each array of them)."""
+
+Done = Callable[[int, float, int], None]
+"""Called after fitting with the k, the seconds it took and the number of fits."""
 
 
-def _ignore(_k: int, _seconds: float) -> None:
+def _ignore(_k: int, _seconds: float, _fits: int) -> None:
     """A `Done` callback for callers that do not track progress."""
 
 
@@ -109,8 +114,8 @@ def sweep_range(select_k: SelectKConfig, cluster: ClusterConfig) -> range:
 
 
 def single_start(cluster: ClusterConfig) -> ClusterConfig:
-    """One k-means++ start per fit, as R's clusGap and clusterboot use by default: the gap
-    references and bootstrap resamples are many, and each only needs a typical solution."""
+    """One k-means++ start per fit, as R's clusGap uses: the gap references are many, and each
+    only needs a typical solution of structureless data."""
     return cluster.model_copy(update={"n_init": 1})
 
 
@@ -176,7 +181,7 @@ def sweep(
         def run() -> tuple[Candidate, np.ndarray]:
             started = time.perf_counter()
             result = _score(matrix, k, cluster)
-            done(k, time.perf_counter() - started)
+            done(k, time.perf_counter() - started, 1)
             return result
 
         return run
@@ -221,7 +226,7 @@ def gap_statistic(
                 if k == 1
                 else fit_kmeans(reference[b], k, cluster).inertia
             )
-            done(k, time.perf_counter() - started)
+            done(k, time.perf_counter() - started, 1)
             return float(np.log(inertia))
 
         return run
@@ -295,6 +300,30 @@ def segment_jaccard(full: np.ndarray, boot: np.ndarray, k: int) -> list[float | 
     return [float(value) if size else None for value, size in zip(best, full_sizes, strict=True)]
 
 
+def _resample(distinct: np.ndarray, codes: np.ndarray) -> tuple[Weighted, np.ndarray]:
+    """A resample as its distinct feature rows weighted by how often they were drawn, and the
+    position of each drawn customer's row among them."""
+    kept, slots, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    return Weighted(points=distinct[kept], weights=counts), slots
+
+
+def _agreement(
+    full: np.ndarray, rows: np.ndarray, boot: np.ndarray, k: int
+) -> tuple[float, list[float | None]]:
+    """ARI of a resample's fit with the full-data fit on the drawn customers, and each full-data
+    label's Jaccard on the distinct customers drawn (duplicates always share a label)."""
+    distinct, first = np.unique(rows, return_index=True)
+    jaccard = segment_jaccard(full[distinct], boot[first], k)
+    return adjusted_rand(contingency(full[rows], boot, k)), jaccard
+
+
+def _batches(resamples: int, distinct_rows: int, k: int, starts: int) -> list[range]:
+    """Resamples fitted together, about `BATCH_VALUES` distances (starts x rows x k) at a time:
+    the batches depend on the data, never on the number of threads."""
+    size = max(1, BATCH_VALUES // (starts * distinct_rows * k))
+    return [range(first, min(first + size, resamples)) for first in range(0, resamples, size)]
+
+
 def bootstrap_stability(
     matrix: np.ndarray,
     labels: dict[int, np.ndarray],
@@ -303,33 +332,51 @@ def bootstrap_stability(
     done: Done = _ignore,
     n_jobs: int | None = None,
 ) -> Stability:
-    """Refit on bootstrap resamples and compare with the full-data fit on the resampled customers."""
+    """Refit on bootstrap resamples and compare with the full-data fit on the resampled customers.
+
+    Each resample is fitted as the full data was, the best of `cluster.n_init` k-means++ starts
+    (`batch_kmeans.best_of_starts`): with fewer starts than the full-data fit, the comparison would
+    also measure the luck of the starts, not only how the segments hold when customers change.
+    """
     n = matrix.shape[0]
-    cluster = single_start(cluster)
-    draws = [
-        np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b]).integers(0, n, n)
+    draws: list[np.ndarray] = [
+        np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b]).integers(0, n, size=(n,))
         for b in range(resamples)
     ]
+    distinct, codes = np.unique(matrix, axis=0, return_inverse=True)
+    codes = codes.ravel()
 
-    def task(b: int, k: int) -> Callable[[], tuple[float, list[float | None]]]:
-        def run() -> tuple[float, list[float | None]]:
+    def task(k: int, batch: range) -> Callable[[], list[tuple[float, list[float | None]]]]:
+        def run() -> list[tuple[float, list[float | None]]]:
             started = time.perf_counter()
-            rows = draws[b]
-            boot = fit_kmeans(matrix[rows], k, cluster).labels
-            # Jaccard on the distinct customers drawn (duplicates always share a label).
-            distinct, first = np.unique(rows, return_index=True)
-            jaccard = segment_jaccard(labels[k][distinct], boot[first], k)
-            done(k, time.perf_counter() - started)
-            return adjusted_rand(contingency(labels[k][rows], boot, k)), jaccard
+            weighted = [_resample(distinct, codes[draws[b]]) for b in batch]
+            fits = best_of_starts(
+                [data for data, _ in weighted],
+                k,
+                cluster,
+                [np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b, k]) for b in batch],
+            )
+            result = [
+                _agreement(labels[k], draws[b], fit[slots], k)
+                for b, fit, (_, slots) in zip(batch, fits, weighted, strict=True)
+            ]
+            done(k, time.perf_counter() - started, len(batch))
+            return result
 
         return run
 
     ks = sorted(labels)
-    results = _parallel([task(b, k) for b in range(resamples) for k in ks], workers(matrix, n_jobs))
+    tasks = [
+        task(k, batch)
+        for k in ks
+        for batch in _batches(resamples, len(distinct), k, cluster.n_init)
+    ]
+    batches = _parallel(tasks, workers(matrix, n_jobs))
+    results = list(itertools.chain.from_iterable(batches))
     mean_ari: dict[int, float] = {}
     jaccard: dict[int, list[float | None]] = {}
     for i, k in enumerate(ks):
-        per_k = results[i :: len(ks)]
+        per_k = results[i * resamples : (i + 1) * resamples]
         mean_ari[k] = float(np.mean([ari for ari, _ in per_k]))
         jaccard[k] = []
         for label in range(k):
@@ -561,10 +608,10 @@ def evaluate(
     seconds: dict[int, float] = dict.fromkeys([1, *ks], 0.0)
     lock = threading.Lock()
 
-    def done(k: int, elapsed: float) -> None:
+    def done(k: int, elapsed: float, count: int) -> None:
         with lock:
             seconds[k] += elapsed
-        advance(1)
+        advance(count)
 
     candidates, labels = sweep(matrix, ks, cluster, done, n_jobs)
     candidates = gap_statistic(matrix, candidates, cluster, select_k.gap_references, done, n_jobs)
