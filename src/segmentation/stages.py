@@ -131,7 +131,7 @@ def _prepare(ctx: StageContext) -> str:
 
 
 def _select_k(ctx: StageContext) -> str:
-    from segmentation import prepare, select_k
+    from segmentation import prepare, prepared, select_k
 
     config = ctx.config
     summary = ctx.catalog.load("prepare_summary")
@@ -148,7 +148,7 @@ def _select_k(ctx: StageContext) -> str:
         frame = ctx.catalog.load("prepared")
     try:
         selection = select_k.evaluate(
-            matrix=prepare.feature_matrix(frame),
+            matrix=prepared.feature_matrix(frame),
             unscaled=prepare.unscaled_matrix(frame, table_schema(ctx)),
             select_k=config.select_k,
             cluster=config.cluster,
@@ -166,7 +166,7 @@ def _select_k(ctx: StageContext) -> str:
 def _cluster(ctx: StageContext) -> str:
     import numpy as np
 
-    from segmentation import cluster, prepare
+    from segmentation import cluster, prepare, prepared
     from segmentation.schema import rfm_scores
 
     config = ctx.config
@@ -179,8 +179,8 @@ def _cluster(ctx: StageContext) -> str:
     schema = table_schema(ctx)
     vocabulary = stage_vocabulary(ctx, schema)
     result = cluster.segment_customers(
-        customers=prepare.customer_columns(frame),
-        matrix=prepare.feature_matrix(frame),
+        customers=prepared.customer_columns(frame),
+        matrix=prepared.feature_matrix(frame),
         unscaled=prepare.unscaled_matrix(frame, schema),
         scaler=prepare.Scaler.from_dict(summary["scaler"]),
         schema=schema,
@@ -207,7 +207,7 @@ def _cluster(ctx: StageContext) -> str:
 def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
     """Each chart of the run as (name, title, Altair chart), built only when asked for, so that
     the images of one are drawn while the next is built."""
-    from segmentation import prepare, visualize
+    from segmentation import prepared, visualize
 
     config = ctx.config
     catalog = ctx.catalog
@@ -225,8 +225,8 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
         assignments = catalog.load("assignments")
     model = catalog.load("model")
     schema = table_schema(ctx)
-    customers = prepare.customer_columns(frame)
-    matrix = prepare.feature_matrix(frame)
+    customers = prepared.customer_columns(frame)
+    matrix = prepared.feature_matrix(frame)
     yield "elbow", "Elbow", visualize.elbow_chart(selection, size)
     yield "criteria", "Criteria against k", visualize.criteria_chart(selection, size)
     yield "gap", "Gap statistic", visualize.gap_chart(selection, size)

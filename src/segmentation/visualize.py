@@ -12,7 +12,6 @@ from typing import Any
 import altair as alt
 import numpy as np
 import polars as pl
-from sklearn.decomposition import PCA
 
 from segmentation import images
 from segmentation.config import VisualizeConfig
@@ -80,6 +79,14 @@ def _one_selection() -> Iterator[None]:
     copies into one, which is what is meant, and says so in a warning that is not for users."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
+        yield
+
+
+@contextlib.contextmanager
+def _unchecked() -> Iterator[None]:
+    """Altair checks every part of a chart against the Vega-Lite schema as it is made, which
+    takes most of the time it takes to build one; the tests validate every chart a run draws."""
+    with alt.utils.schemapi.debug_mode(False):
         yield
 
 
@@ -468,10 +475,9 @@ def scatter_chart(
         )
         axes = {x: schema.matrix_title(x), y: schema.matrix_title(y)}
         return _scatter(points, centroids, axes, segments, size, "Segments")
-    pca = PCA(n_components=2, svd_solver="full", random_state=seed).fit(matrix)
-    projected = pca.transform(matrix)
-    centres = pca.transform(np.asarray(model["centroids_scaled"]))
-    explained = pca.explained_variance_ratio_
+    components, mean, explained = principal_components(matrix)
+    projected = (matrix - mean) @ components.T
+    centres = (np.asarray(model["centroids_scaled"]) - mean) @ components.T
     points = joined.select(ID, "segment_id").with_columns(
         pl.Series("pc1", projected[:, 0]), pl.Series("pc2", projected[:, 1])
     )
@@ -488,6 +494,37 @@ def scatter_chart(
     }
     title = "Segments on the first two principal components"
     return _scatter(points, centroids, axes, segments, size, title)
+
+
+def principal_components(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first two principal components of the rows of `matrix`.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        One row per customer, one column per feature (scaled), at least two columns.
+
+    Returns
+    -------
+    components : numpy.ndarray
+        Two rows, the unit directions of largest variance, each signed so that its largest
+        entry in absolute value is positive (scikit-learn's PCA signs them the same way).
+    mean : numpy.ndarray
+        The column means the projection is centred on.
+    explained : numpy.ndarray
+        The share of the total variance along each of the two components.
+    """
+    # The eigenvectors of the d x d covariance matrix: one pass over the rows, and no
+    # scikit-learn import (about a second) in a stage that needs nothing else from it.
+    mean = matrix.mean(axis=0)
+    centred = matrix - mean
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(values)[::-1][:2]
+    components = vectors[:, order].T
+    largest = np.abs(components).argmax(axis=1)
+    components *= np.sign(components[np.arange(2), largest])[:, np.newaxis]
+    variances = np.clip(values, 0.0, None)
+    return components, mean, variances[order] / (variances.sum() or 1.0)
 
 
 def _measured(customers: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
@@ -840,7 +877,9 @@ def rfm_grid_chart(
 def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any]:
     """The chart's Vega-Lite spec, with its accessible description and the page's highlight."""
     with _one_selection():
-        spec = chart.to_dict()
+        # Validation against the Vega-Lite schema takes longer than building the chart; the tests
+        # validate every chart a run draws instead.
+        spec = chart.to_dict(validate=False)
     # Vega reads the description out as the chart's accessible name.
     spec["description"] = f"{title}: {CHART_GUIDE[name][1]}" if name in CHART_GUIDE else title
     if '"name": "pick"' in json.dumps(spec):
@@ -858,7 +897,7 @@ def render_all(
     of one are drawn in worker processes while the next is built (images.Drawer)."""
     pending = []
     rendered = []
-    with images.Drawer(png_scale, workers) as drawer:
+    with images.Drawer(png_scale, workers) as drawer, _unchecked():
         for name, title, chart in charts:
             spec = chart_spec(name, title, chart)
             pending.append((name, title, spec, drawer.submit(name, spec)))
