@@ -92,6 +92,7 @@ INVALIDATION = [
     ("visualize.height", 400, FROM_VISUALIZE),
     ("visualize.png_scale", 1.5, FROM_VISUALIZE),
     ("visualize.max_points", 1000, FROM_VISUALIZE),
+    ("visualize.images", True, FROM_VISUALIZE),
     ("report.title", "Other title", REPORT),
     ("engine", "spark", ALL),
     # Where Spark runs is not part of the results; with the Polars engine its partitions are not

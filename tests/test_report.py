@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -134,10 +135,22 @@ def test_the_page_outside_its_scripts_names_no_address_but_the_data_url(html: st
     assert addresses - NAMESPACES <= {CONFIG.data.url}
 
 
-def test_each_chart_has_its_spec_and_downloads(html: str) -> None:
+def test_each_chart_has_its_spec_and_downloads_drawn_in_the_page(html: str) -> None:
     assert '<script type="application/json" id="spec-sizes">' in html
+    # No image files (visualize.images: false): the page draws the PNG and SVG it offers.
+    assert 'data-export="png" data-scale="2.0" data-file="sizes.png"' in html
+    assert 'data-export="svg" data-scale="1" data-file="sizes.svg"' in html
+    assert 'href="charts/sizes.vl.json"' in html
+    assert 'href="charts/sizes.png"' not in html
+
+
+def test_with_image_files_the_downloads_are_the_files(inputs: report.ReportInputs) -> None:
+    config = {**inputs.config, "visualize": {**inputs.config["visualize"], "images": True}}
+    html = report.render_report(dataclasses.replace(inputs, config=config))
     assert 'href="charts/sizes.png"' in html
     assert 'href="charts/sizes.svg"' in html
+    assert '<noscript><img src="charts/sizes.svg"' in html
+    assert "data-export=" not in html
 
 
 def test_data_in_a_spec_cannot_close_its_script_element(html: str) -> None:

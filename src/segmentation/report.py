@@ -228,6 +228,8 @@ def render_report(inputs: ReportInputs) -> str:
                 for section in ("segments", "k")
             },
             specs={c.name: script_json(c.spec) for c in inputs.charts},
+            images=inputs.config["visualize"]["images"],
+            png_scale=inputs.config["visualize"]["png_scale"],
             sampled=inputs.summary["rows_valid"] > shown,
             shown=shown,
             scaling_words=SCALING_WORDS[inputs.config["scaling"]],

@@ -277,12 +277,14 @@ def _grid(ctx: StageContext) -> Any:
 def _visualize(ctx: StageContext) -> str:
     from segmentation import visualize
 
-    charts = visualize.render_all(chart_builders(ctx), ctx.config.visualize.png_scale)
+    settings = ctx.config.visualize
+    charts = visualize.render_all(chart_builders(ctx), settings.png_scale, settings.images)
     folder = ctx.path(artifacts.CHARTS)
     for chart in charts:
         artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)
-        artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
-        artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
+        if chart.png is not None and chart.svg is not None:
+            artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
+            artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
     index = [
         {
             "name": c.name,
@@ -293,7 +295,8 @@ def _visualize(ctx: StageContext) -> str:
         for c in charts
     ]
     ctx.catalog.save("chart_index", index)
-    return f"{len(charts)} charts (Vega-Lite JSON, PNG, SVG)"
+    formats = "Vega-Lite JSON, PNG, SVG" if settings.images else "Vega-Lite JSON"
+    return f"{len(charts)} charts ({formats})"
 
 
 def git_state(root: Path) -> dict[str, Any]:
@@ -368,8 +371,9 @@ def _report(ctx: StageContext) -> str:
     )
     artifacts.write_text(ctx.report_folder / artifacts.REPORT, report.render_report(inputs))
     # The chart files go beside the report, for slides and for readers without JavaScript.
+    suffixes = (".png", ".svg", ".vl.json") if ctx.config.visualize.images else (".vl.json",)
     for chart in charts:
-        for suffix in (".png", ".svg", ".vl.json"):
+        for suffix in suffixes:
             name = f"{chart.name}{suffix}"
             artifacts.link_or_copy(
                 charts_folder / name, ctx.report_folder / artifacts.CHARTS / name
@@ -484,6 +488,7 @@ STAGES: dict[str, Stage] = {
                 "visualize.height",
                 "visualize.png_scale",
                 "visualize.max_points",
+                "visualize.images",
                 "cluster.seed",
             ),
             upstream=("prepare", "select-k", "cluster"),

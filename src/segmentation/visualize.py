@@ -59,8 +59,9 @@ class RenderedChart:
     name: str
     title: str
     spec: dict[str, Any]
-    png: bytes
-    svg: str
+    png: bytes | None
+    """None when the images are not drawn (`visualize.images: false`); so is `svg`."""
+    svg: str | None
 
 
 def _segment_color(segments: pl.DataFrame) -> alt.Color:
@@ -84,8 +85,8 @@ def _one_selection() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _unchecked() -> Iterator[None]:
-    """Altair checks every part of a chart against the Vega-Lite schema as it is made, which
-    takes most of the time it takes to build one; the tests validate every chart a run draws."""
+    """Altair checks every part of a chart against the Vega-Lite schema as it is made and again
+    when it is written out, which takes longer than building it; the tests validate the charts."""
     with alt.utils.schemapi.debug_mode(False):
         yield
 
@@ -877,9 +878,7 @@ def rfm_grid_chart(
 def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any]:
     """The chart's Vega-Lite spec, with its accessible description and the page's highlight."""
     with _one_selection():
-        # Validation against the Vega-Lite schema takes longer than building the chart; the tests
-        # validate every chart a run draws instead.
-        spec = chart.to_dict(validate=False)
+        spec = chart.to_dict(validate=False)  # as in _unchecked
     # Vega reads the description out as the chart's accessible name.
     spec["description"] = f"{title}: {CHART_GUIDE[name][1]}" if name in CHART_GUIDE else title
     if '"name": "pick"' in json.dumps(spec):
@@ -891,17 +890,42 @@ def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any
 def render_all(
     charts: Iterable[tuple[str, str, alt.TopLevelMixin]],
     png_scale: float,
+    with_images: bool = True,
     workers: int | None = None,
 ) -> list[RenderedChart]:
-    """Every chart's spec and images. `charts` may build each chart as it is asked for: the images
-    of one are drawn in worker processes while the next is built (images.Drawer)."""
+    """Every chart's Vega-Lite spec, and its SVG and PNG images when asked for.
+
+    Parameters
+    ----------
+    charts : iterable of (name, title, chart)
+        The charts; they may be built as they are asked for, so that the images of one are drawn
+        in worker processes while the next is built (`images.Drawer`).
+    png_scale : float
+        The PNG's resolution multiplier.
+    with_images : bool
+        Draw the SVG and PNG images too; without them vl-convert is not started at all.
+    workers : int, optional
+        Processes drawing the images (default: one per core, at most `images.MAX_WORKERS`).
+
+    Returns
+    -------
+    list of RenderedChart
+        In the order of `charts`.
+    """
+    if not with_images:
+        with _unchecked():
+            return [
+                RenderedChart(name, title, chart_spec(name, title, chart), png=None, svg=None)
+                for name, title, chart in charts
+            ]
     pending = []
-    rendered = []
-    with images.Drawer(png_scale, workers) as drawer, _unchecked():
-        for name, title, chart in charts:
-            spec = chart_spec(name, title, chart)
-            pending.append((name, title, spec, drawer.submit(name, spec)))
+    with images.Drawer(png_scale, workers) as drawer:
+        with _unchecked():
+            for name, title, chart in charts:
+                spec = chart_spec(name, title, chart)
+                pending.append((name, title, spec, drawer.submit(name, spec)))
+        rendered = []
         for name, title, spec, future in pending:
             svg, png = future.result()
-            rendered.append(RenderedChart(name=name, title=title, spec=spec, png=png, svg=svg))
+            rendered.append(RenderedChart(name, title, spec, png=png, svg=svg))
     return rendered
