@@ -83,7 +83,7 @@ def elbow(run2: Run) -> visualize.RenderedChart:
     return visualize.render_all([("elbow", "Elbow", chart)], 1.0, workers=1)[0]
 
 
-def scatter_chart(run: Run) -> Any:
+def scatter(run: Run) -> dict[str, Any]:
     return visualize.scatter_chart(
         run.customers,
         run.assignments,
@@ -94,11 +94,6 @@ def scatter_chart(run: Run) -> Any:
         SIZE,
         seed=42,
     )
-
-
-def scatter(run: Run) -> dict[str, Any]:
-    spec: dict[str, Any] = scatter_chart(run).to_dict()
-    return spec
 
 
 def test_png_starts_with_the_png_signature(elbow: visualize.RenderedChart) -> None:
@@ -126,7 +121,7 @@ def every_chart(run: Run) -> list[tuple[str, str, Any]]:
         ("elbow", "Elbow", visualize.elbow_chart(run.selection, SIZE)),
         ("criteria", "Criteria", visualize.criteria_chart(run.selection, SIZE)),
         ("silhouette", "Silhouette", visualize.silhouette_chart(run.assignments, run.segments, SIZE)),
-        ("segments", "Segments", scatter_chart(run)),
+        ("segments", "Segments", scatter(run)),
         ("profiles", "Profiles", visualize.profile_chart(run.segments, run.population, run.schema, SIZE)),
         ("categories", "Categories", visualize.categories_chart(run.profiles, run.segments, run.schema, SIZE)),
         ("sizes", "Sizes", visualize.sizes_chart(run.segments, SIZE)),
@@ -138,7 +133,7 @@ def every_chart(run: Run) -> list[tuple[str, str, Any]]:
 def test_every_chart_is_valid_vega_lite(
     featurize: Callable[..., Any], blobs4: pl.DataFrame, features: tuple[str, ...]
 ) -> None:
-    # The stage writes the specs without Altair's validation: the schema is checked here.
+    # The specs are built as plain data, unchecked: the Vega-Lite schema is checked here.
     run = _run(featurize, blobs4, features)
     rendered = visualize.render_all(every_chart(run), 1.0, with_images=False)
     assert all(chart.png is None and chart.svg is None for chart in rendered)
@@ -193,14 +188,14 @@ def test_spec_is_json(elbow: visualize.RenderedChart) -> None:
 
 def test_elbow_marks_the_knee(run2: Run) -> None:
     knee, chosen = run2.selection["knee_k"], run2.selection["chosen_k"]
-    spec = visualize.elbow_chart(run2.selection, SIZE).to_dict()
+    spec = visualize.elbow_chart(run2.selection, SIZE)
     assert knee is not None
     assert spec["title"]["subtitle"] == f"knee at k={knee} (diamond); chosen k={chosen} (red line)"
     assert any(layer["mark"].get("shape") == "diamond" for layer in spec["layer"])
 
 
 def test_elbow_says_when_there_is_no_knee(run2: Run) -> None:
-    spec = visualize.elbow_chart({**run2.selection, "knee_k": None}, SIZE).to_dict()
+    spec = visualize.elbow_chart({**run2.selection, "knee_k": None}, SIZE)
     assert spec["title"]["subtitle"].startswith("no clear knee")
     assert len(spec["layer"]) == 2
 
@@ -227,13 +222,13 @@ def test_one_feature_is_drawn_as_strips(
 
 
 def test_segment_legend_lists_segments_in_id_order(run2: Run) -> None:
-    spec = visualize.sizes_chart(run2.segments, SIZE).to_dict()
+    spec = visualize.sizes_chart(run2.segments, SIZE)
     domain = spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
     assert domain == [f"{i} · {name}" for i, name in enumerate(run2.segments["name"])]
 
 
 def test_silhouette_chart_draws_every_customer_of_a_small_run(run2: Run) -> None:
-    spec = visualize.silhouette_chart(run2.assignments, run2.segments, SIZE).to_dict()
+    spec = visualize.silhouette_chart(run2.assignments, run2.segments, SIZE)
     rows = [data for data in spec["datasets"].values() if data and "position" in data[0]]
     assert len(rows) == 1
     assert len(rows[0]) == run2.assignments.height
@@ -243,7 +238,7 @@ def test_silhouette_chart_keeps_each_segments_share_when_bounded(run2: Run) -> N
     many = pl.concat([run2.assignments] * 40).with_columns(
         pl.int_range(pl.len()).cast(pl.String).alias("customer_id")
     )
-    spec = visualize.silhouette_chart(many, run2.segments, SIZE).to_dict()
+    spec = visualize.silhouette_chart(many, run2.segments, SIZE)
     (rows,) = [data for data in spec["datasets"].values() if data and "position" in data[0]]
     assert len(rows) <= visualize.SILHOUETTE_BARS
     shown = pl.DataFrame(rows)["segment_id"].value_counts().sort("segment_id")["count"].to_list()
@@ -252,7 +247,7 @@ def test_silhouette_chart_keeps_each_segments_share_when_bounded(run2: Run) -> N
 
 
 def test_profile_chart_has_a_cell_per_segment_and_numeric_column(run2: Run) -> None:
-    spec = visualize.profile_chart(run2.segments, run2.population, run2.schema, SIZE).to_dict()
+    spec = visualize.profile_chart(run2.segments, run2.population, run2.schema, SIZE)
     (cells,) = spec["datasets"].values()
     assert len(cells) == 3 * run2.segments.height
     # Clustered columns first, titled by their declared labels and units.
@@ -264,7 +259,7 @@ def test_profile_chart_has_a_cell_per_segment_and_numeric_column(run2: Run) -> N
 
 
 def test_categories_chart_draws_each_segments_share_beside_everyones(run2: Run) -> None:
-    spec = visualize.categories_chart(run2.profiles, run2.segments, run2.schema, SIZE).to_dict()
+    spec = visualize.categories_chart(run2.profiles, run2.segments, run2.schema, SIZE)
     (rows,) = spec["datasets"].values()
     assert {row["category"] for row in rows} == {"Female", "Male"}
     assert {row["column"] for row in rows} == {"Gender"}

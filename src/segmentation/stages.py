@@ -205,7 +205,7 @@ def _cluster(ctx: StageContext) -> str:
 
 
 def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
-    """Each chart of the run as (name, title, Altair chart), built only when asked for, so that
+    """Each chart of the run as (name, title, Vega-Lite spec), built only when asked for, so that
     the images of one are drawn while the next is built."""
     from segmentation import prepared, visualize
 
