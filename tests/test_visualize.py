@@ -89,7 +89,7 @@ def scatter(run: Run) -> dict[str, Any]:
         run.assignments,
         run.segments,
         run.model,
-        run.matrix,
+        pl.from_numpy(run.matrix),
         run.schema,
         SIZE,
         seed=42,

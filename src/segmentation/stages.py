@@ -226,7 +226,7 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
     model = catalog.load("model")
     schema = table_schema(ctx)
     customers = prepared.customer_columns(frame)
-    matrix = prepared.feature_matrix(frame)
+    features = prepared.feature_columns(frame)
     yield "elbow", "Elbow", visualize.elbow_chart(selection, size)
     yield "criteria", "Criteria against k", visualize.criteria_chart(selection, size)
     yield "gap", "Gap statistic", visualize.gap_chart(selection, size)
@@ -241,7 +241,7 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
         "segments",
         "Segments",
         visualize.scatter_chart(
-            customers, assignments, segments, model, matrix, schema, size, seed
+            customers, assignments, segments, model, features, schema, size, seed
         ),
     )
     numeric = visualize.pairwise_columns(segments, summary["population"], schema)
