@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 import vl_convert
+from jinja2.bccache import bc_magic
 
 from segmentation import prepare, report, visualize
 from segmentation.cluster import segment_customers
@@ -204,3 +205,17 @@ def test_index_links_every_version() -> None:
     page = report.render_index(versions, latest="bbbbbbbbbbbb")
     assert 'href="aaaaaaaaaaaa/index.html"' in page
     assert 'href="bbbbbbbbbbbb/index.html"' in page
+
+
+def test_templates_compiled_once_render_the_same_report(
+    inputs: report.ReportInputs, html: str, user_cache: Path
+) -> None:
+    # The `html` fixture compiled the templates and kept them in the (test session's) user cache.
+    kept = list((user_cache / "segmentation" / "templates").rglob("*.cache"))
+    assert kept
+    assert report.render_report(inputs) == html
+    # Damaged files are passed over: the templates are compiled again.
+    for damage in (lambda data: data[: len(data) // 2], lambda data: bc_magic + b"\x80damaged"):
+        for path in kept:
+            path.write_bytes(damage(path.read_bytes()))
+        assert report.render_report(inputs) == html

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import math
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -12,6 +17,7 @@ import polars as pl
 import yaml
 from markupsafe import Markup
 
+from segmentation import artifacts
 from segmentation.schema import TableSchema, rfm_scores
 from segmentation.stability import stability_class
 
@@ -76,9 +82,37 @@ class ReportInputs:
     """Vega, Vega-Lite and Vega-Embed in one bundle, inlined so the page needs no network."""
 
 
+class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
+    """Templates compiled once and kept in the user cache: compiling them takes longer than
+    rendering the report. Jinja recompiles a template whose source changed; like the rest of the
+    user cache, one that cannot be read or written is passed over."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError):
+            bucket.reset()  # a damaged file (Jinja itself passes over a stale or cut one)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+@functools.cache
+def _compiled_templates() -> _CompiledTemplates:
+    """The cache's folder, named after Jinja's version and this module, whose settings (below)
+    shape the compiled code: either changing starts afresh."""
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    folder = artifacts.user_cache() / "templates" / f"jinja2-{jinja2.__version__}-{source}"
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+    return _CompiledTemplates(str(folder))
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("segmentation", "templates"),
+        bytecode_cache=_compiled_templates(),
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
