@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 import vl_convert
-from jinja2.bccache import bc_magic
 
 from segmentation import prepare, report, visualize
 from segmentation.cluster import segment_customers
@@ -207,15 +206,34 @@ def test_index_links_every_version() -> None:
     assert 'href="bbbbbbbbbbbb/index.html"' in page
 
 
-def test_templates_compiled_once_render_the_same_report(
-    inputs: report.ReportInputs, html: str, user_cache: Path
+@pytest.fixture
+def fresh_environment() -> Iterator[None]:
+    """Templates looked up afresh in the user cache by the test, and again after it."""
+    report._environment.cache_clear()
+    yield
+    report._environment.cache_clear()
+
+
+def test_templates_compiled_into_the_user_cache_render_the_same_report(
+    inputs: report.ReportInputs,
+    html: str,
+    user_cache: Path,
+    tmp_path: Path,
+    fresh_environment: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The `html` fixture compiled the templates and kept them in the (test session's) user cache.
-    kept = list((user_cache / "segmentation" / "templates").rglob("*.cache"))
-    assert kept
-    assert report.render_report(inputs) == html
-    # Damaged files are passed over: the templates are compiled again.
-    for damage in (lambda data: data[: len(data) // 2], lambda data: bc_magic + b"\x80damaged"):
-        for path in kept:
-            path.write_bytes(damage(path.read_bytes()))
+    # The `html` fixture rendered from the templates compiled into the session's user cache.
+    (compiled,) = (user_cache / "segmentation" / "templates").iterdir()
+    assert len(list(compiled.glob("tmpl_*.py"))) == len(list(report.TEMPLATES.glob("*.j2")))
+    # Without a user cache to write to, the templates are compiled in memory: the same page.
+    (tmp_path / "not-a-folder").write_text("", encoding="utf-8")
+    with monkeypatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
         assert report.render_report(inputs) == html
+    report._environment.cache_clear()
+    # A damaged module is not used: the templates are compiled again.
+    module = next(compiled.glob("tmpl_*.py"))
+    kept = module.read_bytes()
+    module.write_text("raise SystemExit('damaged')\n", encoding="utf-8")
+    assert report.render_report(inputs) == html
+    assert module.read_bytes() == kept

@@ -7,7 +7,7 @@ import functools
 import hashlib
 import json
 import math
-import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,43 +82,63 @@ class ReportInputs:
     """Vega, Vega-Lite and Vega-Embed in one bundle, inlined so the page needs no network."""
 
 
-class _CompiledTemplates(jinja2.FileSystemBytecodeCache):
-    """Templates compiled once and kept in the user cache: compiling them takes longer than
-    rendering the report. Jinja recompiles a template whose source changed; like the rest of the
-    user cache, one that cannot be read or written is passed over."""
-
-    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        try:
-            super().load_bytecode(bucket)
-        except (OSError, EOFError, ValueError, pickle.UnpicklingError):
-            bucket.reset()  # a damaged file (Jinja itself passes over a stale or cut one)
-
-    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-        with contextlib.suppress(OSError):
-            super().dump_bytecode(bucket)
+TEMPLATES = Path(__file__).parent / "templates"
+COMPILED_HASHES = "sha256.json"
 
 
-@functools.cache
-def _compiled_templates() -> _CompiledTemplates:
-    """The cache's folder, named after Jinja's version and this module, whose settings (below)
-    shape the compiled code: either changing starts afresh."""
-    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-    folder = artifacts.user_cache() / "templates" / f"jinja2-{jinja2.__version__}-{source}"
-    with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True)
-    return _CompiledTemplates(str(folder))
-
-
-def _environment() -> jinja2.Environment:
+def _new_environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("segmentation", "templates"),
-        bytecode_cache=_compiled_templates(),
+        loader=loader,
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The templates, compiled to Python modules once and kept in the user cache: Jinja parses
+    and compiles a template more slowly than the report renders. Like the rest of the user cache
+    this only saves time: kept modules are used if they match the hashes recorded beside them,
+    and without a writable cache the templates are compiled in memory."""
+    packaged = _new_environment(jinja2.PackageLoader("segmentation", "templates"))
+    compiled = artifacts.user_cache() / "templates" / _templates_key()
+    if not _intact(compiled):
+        shutil.rmtree(compiled, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _compile_into(packaged, compiled)
+    return _new_environment(jinja2.ModuleLoader(compiled)) if _intact(compiled) else packaged
+
+
+def _templates_key() -> str:
+    """What the compiled code depends on: Jinja's version, the templates and this module (the
+    environment's settings above shape the code)."""
+    digest = hashlib.sha256(jinja2.__version__.encode())
+    for path in [Path(__file__), *sorted(TEMPLATES.glob("*.j2"))]:
+        digest.update(f"{path.name}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _compile_into(environment: jinja2.Environment, target: Path) -> None:
+    """Compile every template into a folder built aside and moved into place when complete."""
+    staging = artifacts.make_staging_dir(target.parent, target.name)
+    try:
+        environment.compile_templates(str(staging), zip=None, ignore_errors=False)
+        names = tuple(sorted(path.name for path in staging.glob("*.py")))
+        artifacts.write_json(staging / COMPILED_HASHES, artifacts.output_hashes(staging, names))
+        artifacts.move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _intact(folder: Path) -> bool:
+    try:
+        recorded: dict[str, str] = artifacts.read_json(folder / COMPILED_HASHES)
+        return bool(recorded) and artifacts.output_hashes(folder, tuple(recorded)) == recorded
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def script_json(data: Any) -> Markup:
