@@ -178,7 +178,8 @@ def _make_project(
         # Few gap references and resamples: enough to exercise them, quick in every run.
         "select_k": {"k_min": 2, "k_max": 6, "gap_references": 5, "bootstrap": 5},
         "cluster": {"n_init": 4},
-        "visualize": {"width": 200, "height": 150, "png_scale": 1.0},
+        # With the image files, so that the runs of the tests write every output there is.
+        "visualize": {"width": 200, "height": 150, "png_scale": 1.0, "images": True},
     }
     for section, values in (overrides or {}).items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):

@@ -264,6 +264,35 @@ def test_credit_card_segments_are_named_from_the_labels(cc_page: CreditCardPage)
         assert named == [label for label in cc_page.labels if label in named]
 
 
+SAVE_FROM_THE_PAGE = """
+const [figure, done] = arguments;
+const saved = [];
+// Each download is an anchor clicked by the page: record it instead of leaving the page.
+HTMLAnchorElement.prototype.click = function () { saved.push([this.download, this.href]); };
+const buttons = document.querySelectorAll(`#figure-${figure} button[data-export]`);
+buttons.forEach((button) => button.click());
+const wait = () => (saved.length === buttons.length ? done(saved) : setTimeout(wait, 50));
+wait();
+"""
+
+
+def test_without_image_files_the_page_saves_a_chart_as_png_and_svg(
+    cc_page: CreditCardPage,
+) -> None:
+    # examples/cc_general.yaml leaves visualize.images off: no PNG or SVG beside the report.
+    charts = cc_page.page.report.parent / "charts"
+    assert not list(charts.glob("*.png")) and not list(charts.glob("*.svg"))
+    driver = cc_page.page.driver
+    saved = dict(driver.execute_async_script(SAVE_FROM_THE_PAGE, "elbow"))  # type: ignore[attr-defined]
+    assert sorted(saved) == ["elbow.png", "elbow.svg"]
+    assert saved["elbow.png"].startswith("data:image/png;base64,")
+    assert saved["elbow.svg"].startswith("blob:")
+    svg = driver.execute_async_script(  # type: ignore[attr-defined]
+        "fetch(arguments[0]).then((r) => r.text()).then(arguments[1]);", saved["elbow.svg"]
+    )
+    assert svg.startswith("<svg") and "Elbow: inertia against k" in svg
+
+
 CDNOW_LOG = REPO.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 CDNOW_CONFIG = REPO / "examples" / "cdnow.yaml"
 RFM_NAMES = {

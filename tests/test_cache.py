@@ -92,6 +92,7 @@ INVALIDATION = [
     ("visualize.height", 400, FROM_VISUALIZE),
     ("visualize.png_scale", 1.5, FROM_VISUALIZE),
     ("visualize.max_points", 1000, FROM_VISUALIZE),
+    ("visualize.images", True, FROM_VISUALIZE),
     ("report.title", "Other title", REPORT),
     ("engine", "spark", ALL),
     # Where Spark runs is not part of the results; with the Polars engine its partitions are not
@@ -249,7 +250,7 @@ def test_every_module_a_runner_imports_counts_in_its_stage_key(stage: str) -> No
 
 def test_the_code_of_visualize_is_not_the_other_stages() -> None:
     files = code_names(STAGES["visualize"].code)
-    assert {"visualize.py", "images.py", "stability.py"} <= files
+    assert {"visualize.py", "images.py", "vegalite.py", "stability.py"} <= files
     assert files.isdisjoint(
         {"prepare.py", "select_k.py", "cluster.py", "report.py", "stages.py", "pipeline.py"}
     )

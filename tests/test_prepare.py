@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from conftest import mall_schema
-from segmentation import prepare
+from segmentation import prepare, prepared
 from segmentation.config import Scaling
 from segmentation.errors import DataError
 from segmentation.schema import TableSchema
@@ -327,8 +327,8 @@ def test_feature_matrix_returns_the_scaled_columns_in_order(blobs3: pl.DataFrame
         "feature_gender=Male",
         "feature_spending_score",
     ]
-    assert prepare.customer_columns(frame).columns == blobs3.columns
-    np.testing.assert_allclose(prepare.feature_matrix(frame), scaler.transform(unscaled))
+    assert prepared.customer_columns(frame).columns == blobs3.columns
+    np.testing.assert_allclose(prepared.feature_matrix(frame), scaler.transform(unscaled))
 
 
 def test_summary_counts_rows_and_distinct_points(write_text: Callable[..., Path]) -> None:

@@ -180,7 +180,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("on_invalid",),
     "select_k": ("k_min", "k_max", "rule", "min_segment_share"),
     "cluster": ("k", "n_init", "max_iter", "seed"),
-    "visualize": ("width", "height", "png_scale", "max_points"),
+    "visualize": ("width", "height", "png_scale", "max_points", "images"),
     "report": ("title",),
 }
 SCALARS = (

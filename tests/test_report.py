@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +135,22 @@ def test_the_page_outside_its_scripts_names_no_address_but_the_data_url(html: st
     assert addresses - NAMESPACES <= {CONFIG.data.url}
 
 
-def test_each_chart_has_its_spec_and_downloads(html: str) -> None:
+def test_each_chart_has_its_spec_and_downloads_drawn_in_the_page(html: str) -> None:
     assert '<script type="application/json" id="spec-sizes">' in html
+    # No image files (visualize.images: false): the page draws the PNG and SVG it offers.
+    assert 'data-export="png" data-scale="2.0" data-file="sizes.png"' in html
+    assert 'data-export="svg" data-scale="1" data-file="sizes.svg"' in html
+    assert 'href="charts/sizes.vl.json"' in html
+    assert 'href="charts/sizes.png"' not in html
+
+
+def test_with_image_files_the_downloads_are_the_files(inputs: report.ReportInputs) -> None:
+    config = {**inputs.config, "visualize": {**inputs.config["visualize"], "images": True}}
+    html = report.render_report(dataclasses.replace(inputs, config=config))
     assert 'href="charts/sizes.png"' in html
     assert 'href="charts/sizes.svg"' in html
+    assert '<noscript><img src="charts/sizes.svg"' in html
+    assert "data-export=" not in html
 
 
 def test_data_in_a_spec_cannot_close_its_script_element(html: str) -> None:
@@ -201,3 +214,36 @@ def test_index_links_every_version() -> None:
     page = report.render_index(versions, latest="bbbbbbbbbbbb")
     assert 'href="aaaaaaaaaaaa/index.html"' in page
     assert 'href="bbbbbbbbbbbb/index.html"' in page
+
+
+@pytest.fixture
+def fresh_environment() -> Iterator[None]:
+    """Templates looked up afresh in the user cache by the test, and again after it."""
+    report._environment.cache_clear()
+    yield
+    report._environment.cache_clear()
+
+
+def test_templates_compiled_into_the_user_cache_render_the_same_report(
+    inputs: report.ReportInputs,
+    html: str,
+    user_cache: Path,
+    tmp_path: Path,
+    fresh_environment: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The `html` fixture rendered from the templates compiled into the session's user cache.
+    (compiled,) = (user_cache / "segmentation" / "templates").iterdir()
+    assert len(list(compiled.glob("tmpl_*.py"))) == len(list(report.TEMPLATES.glob("*.j2")))
+    # Without a user cache to write to, the templates are compiled in memory: the same page.
+    (tmp_path / "not-a-folder").write_text("", encoding="utf-8")
+    with monkeypatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+        assert report.render_report(inputs) == html
+    report._environment.cache_clear()
+    # A damaged module is not used: the templates are compiled again.
+    module = next(compiled.glob("tmpl_*.py"))
+    kept = module.read_bytes()
+    module.write_text("raise SystemExit('damaged')\n", encoding="utf-8")
+    assert report.render_report(inputs) == html
+    assert module.read_bytes() == kept

@@ -6,9 +6,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
+import numpy as np
 import polars as pl
 import pytest
 from altair.vegalite.v6.schema import load_schema
@@ -19,6 +20,9 @@ from segmentation.config import ClusterConfig, KRule, VisualizeConfig
 from segmentation.schema import ColumnSpec, TableSchema
 from segmentation.select_k import choose_k, sweep
 from segmentation.vocabulary import load_vocabulary
+
+if TYPE_CHECKING:
+    from conftest import VersionedProject
 
 FAST = ClusterConfig(n_init=4)
 SIZE = VisualizeConfig(width=200, height=150, png_scale=1.0)
@@ -80,18 +84,16 @@ def elbow(run2: Run) -> visualize.RenderedChart:
 
 
 def scatter(run: Run) -> dict[str, Any]:
-    chart = visualize.scatter_chart(
+    return visualize.scatter_chart(
         run.customers,
         run.assignments,
         run.segments,
         run.model,
-        run.matrix,
+        pl.from_numpy(run.matrix),
         run.schema,
         SIZE,
         seed=42,
     )
-    spec: dict[str, Any] = chart.to_dict()
-    return spec
 
 
 def test_png_starts_with_the_png_signature(elbow: visualize.RenderedChart) -> None:
@@ -109,6 +111,63 @@ def test_spec_names_the_vega_lite_schema(elbow: visualize.RenderedChart) -> None
 
 def test_spec_validates_against_the_vega_lite_schema(elbow: visualize.RenderedChart) -> None:
     jsonschema.validate(elbow.spec, load_schema())
+
+
+def every_chart(run: Run) -> list[tuple[str, str, Any]]:
+    """The charts the visualize stage draws for a customer table (stages.chart_builders), but
+    those of the gap statistic and the bootstrap, which the sweep alone does not compute."""
+    numeric = visualize.pairwise_columns(run.segments, run.population, run.schema)
+    return [
+        ("elbow", "Elbow", visualize.elbow_chart(run.selection, SIZE)),
+        ("criteria", "Criteria", visualize.criteria_chart(run.selection, SIZE)),
+        ("silhouette", "Silhouette", visualize.silhouette_chart(run.assignments, run.segments, SIZE)),
+        ("segments", "Segments", scatter(run)),
+        ("profiles", "Profiles", visualize.profile_chart(run.segments, run.population, run.schema, SIZE)),
+        ("categories", "Categories", visualize.categories_chart(run.profiles, run.segments, run.schema, SIZE)),
+        ("sizes", "Sizes", visualize.sizes_chart(run.segments, SIZE)),
+        ("pairwise", "Pairs", visualize.pairwise_chart(run.customers, run.assignments, run.segments, numeric, run.schema, SIZE, seed=42)),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("features", [("annual_income", "spending_score"), ("gender", "age", "annual_income", "spending_score")])  # fmt: skip
+def test_every_chart_is_valid_vega_lite(
+    featurize: Callable[..., Any], blobs4: pl.DataFrame, features: tuple[str, ...]
+) -> None:
+    # The specs are built as plain data, unchecked: the Vega-Lite schema is checked here.
+    run = _run(featurize, blobs4, features)
+    rendered = visualize.render_all(every_chart(run), 1.0, with_images=False)
+    assert all(chart.png is None and chart.svg is None for chart in rendered)
+    for chart in rendered:
+        jsonschema.validate(chart.spec, load_schema())
+
+
+def test_every_chart_a_run_writes_is_valid_vega_lite(versioned_project: VersionedProject) -> None:
+    charts = versioned_project.root / "artifacts" / versioned_project.a / "charts"
+    specs = sorted(charts.glob("*.vl.json"))
+    assert {path.name.removesuffix(".vl.json") for path in specs} >= {"gap", "stability", "jaccard"}
+    for path in specs:
+        jsonschema.validate(json.loads(path.read_text(encoding="utf-8")), load_schema())
+
+
+def test_without_images_the_specs_are_the_same(run2: Run) -> None:
+    charts = every_chart(run2)[:3]
+    drawn = visualize.render_all(charts, 1.0, workers=1)
+    specs_only = visualize.render_all(charts, 1.0, with_images=False)
+    assert [c.spec for c in specs_only] == [c.spec for c in drawn]
+
+
+def test_principal_components_are_those_of_scikit_learn(run2: Run) -> None:
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(500, 4)) @ rng.normal(size=(4, 4))
+    reference = PCA(n_components=2, svd_solver="full").fit(matrix)
+    components, mean, explained = visualize.principal_components(matrix)
+    np.testing.assert_allclose(components, reference.components_, atol=1e-12)
+    np.testing.assert_allclose(explained, reference.explained_variance_ratio_, atol=1e-12)
+    np.testing.assert_allclose(
+        (matrix - mean) @ components.T, reference.transform(matrix), atol=1e-9
+    )
 
 
 def test_worker_processes_draw_the_same_images_as_one_process(run2: Run) -> None:
@@ -129,14 +188,14 @@ def test_spec_is_json(elbow: visualize.RenderedChart) -> None:
 
 def test_elbow_marks_the_knee(run2: Run) -> None:
     knee, chosen = run2.selection["knee_k"], run2.selection["chosen_k"]
-    spec = visualize.elbow_chart(run2.selection, SIZE).to_dict()
+    spec = visualize.elbow_chart(run2.selection, SIZE)
     assert knee is not None
     assert spec["title"]["subtitle"] == f"knee at k={knee} (diamond); chosen k={chosen} (red line)"
     assert any(layer["mark"].get("shape") == "diamond" for layer in spec["layer"])
 
 
 def test_elbow_says_when_there_is_no_knee(run2: Run) -> None:
-    spec = visualize.elbow_chart({**run2.selection, "knee_k": None}, SIZE).to_dict()
+    spec = visualize.elbow_chart({**run2.selection, "knee_k": None}, SIZE)
     assert spec["title"]["subtitle"].startswith("no clear knee")
     assert len(spec["layer"]) == 2
 
@@ -163,13 +222,13 @@ def test_one_feature_is_drawn_as_strips(
 
 
 def test_segment_legend_lists_segments_in_id_order(run2: Run) -> None:
-    spec = visualize.sizes_chart(run2.segments, SIZE).to_dict()
+    spec = visualize.sizes_chart(run2.segments, SIZE)
     domain = spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
     assert domain == [f"{i} · {name}" for i, name in enumerate(run2.segments["name"])]
 
 
 def test_silhouette_chart_draws_every_customer_of_a_small_run(run2: Run) -> None:
-    spec = visualize.silhouette_chart(run2.assignments, run2.segments, SIZE).to_dict()
+    spec = visualize.silhouette_chart(run2.assignments, run2.segments, SIZE)
     rows = [data for data in spec["datasets"].values() if data and "position" in data[0]]
     assert len(rows) == 1
     assert len(rows[0]) == run2.assignments.height
@@ -179,7 +238,7 @@ def test_silhouette_chart_keeps_each_segments_share_when_bounded(run2: Run) -> N
     many = pl.concat([run2.assignments] * 40).with_columns(
         pl.int_range(pl.len()).cast(pl.String).alias("customer_id")
     )
-    spec = visualize.silhouette_chart(many, run2.segments, SIZE).to_dict()
+    spec = visualize.silhouette_chart(many, run2.segments, SIZE)
     (rows,) = [data for data in spec["datasets"].values() if data and "position" in data[0]]
     assert len(rows) <= visualize.SILHOUETTE_BARS
     shown = pl.DataFrame(rows)["segment_id"].value_counts().sort("segment_id")["count"].to_list()
@@ -188,7 +247,7 @@ def test_silhouette_chart_keeps_each_segments_share_when_bounded(run2: Run) -> N
 
 
 def test_profile_chart_has_a_cell_per_segment_and_numeric_column(run2: Run) -> None:
-    spec = visualize.profile_chart(run2.segments, run2.population, run2.schema, SIZE).to_dict()
+    spec = visualize.profile_chart(run2.segments, run2.population, run2.schema, SIZE)
     (cells,) = spec["datasets"].values()
     assert len(cells) == 3 * run2.segments.height
     # Clustered columns first, titled by their declared labels and units.
@@ -200,7 +259,7 @@ def test_profile_chart_has_a_cell_per_segment_and_numeric_column(run2: Run) -> N
 
 
 def test_categories_chart_draws_each_segments_share_beside_everyones(run2: Run) -> None:
-    spec = visualize.categories_chart(run2.profiles, run2.segments, run2.schema, SIZE).to_dict()
+    spec = visualize.categories_chart(run2.profiles, run2.segments, run2.schema, SIZE)
     (rows,) = spec["datasets"].values()
     assert {row["category"] for row in rows} == {"Female", "Male"}
     assert {row["column"] for row in rows} == {"Gender"}

@@ -216,7 +216,7 @@ _stage_command(
 _stage_command("prepare", "Validate the data and build the scaled feature matrix.")
 _stage_command("select-k", "Sweep k, score every solution and choose k.")
 _stage_command("cluster", "Fit the final model; name, profile and save the segments.")
-_stage_command("visualize", "Draw every chart as Vega-Lite JSON, PNG and SVG.")
+_stage_command("visualize", "Write every chart as Vega-Lite JSON (SVG, PNG: visualize.images).")
 _stage_command("report", "Write the report, complete the version and switch `latest` to it.")
 
 

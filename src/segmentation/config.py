@@ -113,6 +113,9 @@ class VisualizeConfig(_Section):
     height: int = Field(default=320, ge=100, le=4000)
     png_scale: float = Field(default=2.0, gt=0, le=8, strict=False)
     max_points: int = Field(default=5000, ge=100)
+    images: bool = False
+    """Also write each chart as SVG and PNG files (vl-convert: 2 to 3 seconds a run); the report
+    draws its charts from the Vega-Lite specs either way."""
 
 
 class ReportConfig(_Section):

@@ -44,6 +44,10 @@ def draw(name: str, spec: dict[str, Any], png_scale: float) -> tuple[str, bytes]
     return svg, vlc.svg_to_png(svg, scale=png_scale)
 
 
+WARM_UP = {"mark": "point", "data": {"values": [{"x": 0}]}, "encoding": {"x": {"field": "x"}}}
+"""The smallest chart: drawing it starts vl-convert's JavaScript runtime."""
+
+
 def _start_worker() -> None:
     """Leave Ctrl-C to the main process, which stops the workers and reports it on one line; and
     end with the main process, even when it is killed outright (nothing else would tell us)."""
@@ -56,6 +60,8 @@ def _start_worker() -> None:
             os._exit(1)
 
         threading.Thread(target=exit_with_parent, daemon=True).start()
+    # The runtime takes about a second to start: start it now, while the charts are being built.
+    vlc.vegalite_to_svg(WARM_UP)
 
 
 class Drawer:
@@ -74,6 +80,9 @@ class Drawer:
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=get_context("spawn"), initializer=_start_worker
             )
+            # The pool starts a process at each submit while none is idle: start them all now.
+            for _ in range(self.workers):
+                self._pool.submit(os.getpid)
         return self
 
     def __exit__(self, *exc: object) -> None:

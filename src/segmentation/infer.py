@@ -627,6 +627,9 @@ visualize:
   height: 320
   png_scale: 2.0
   max_points: 5000
+  # Also write every chart as SVG and PNG files beside its Vega-Lite spec (2-3 s more a run); the
+  # report draws its charts either way, and saves any of them as PNG or SVG from the page.
+  images: false
 """
 
 

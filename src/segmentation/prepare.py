@@ -25,6 +25,7 @@ from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 from segmentation.config import Scaling
 from segmentation.errors import ConfigError, DataError
 from segmentation.measures import feature_value, measure
+from segmentation.prepared import FEATURE_PREFIX
 from segmentation.reading import detect_separator
 from segmentation.schema import (
     CATEGORY_SEPARATOR,
@@ -35,7 +36,6 @@ from segmentation.schema import (
     header_key,
 )
 
-FEATURE_PREFIX = "feature_"
 FIT_MINIMUM = 3
 """Fitting needs at least this many customers; labelling new ones with a saved model needs one."""
 NO_ROW = -1
@@ -899,16 +899,6 @@ def with_features(customers: pl.DataFrame, scaler: Scaler, unscaled: np.ndarray)
     return customers.with_columns(
         pl.Series(FEATURE_PREFIX + name, scaled[:, i]) for i, name in enumerate(scaler.columns)
     )
-
-
-def feature_matrix(prepared: pl.DataFrame) -> np.ndarray:
-    """The scaled feature matrix stored in a prepared frame."""
-    return prepared.select(pl.selectors.starts_with(FEATURE_PREFIX)).to_numpy()
-
-
-def customer_columns(prepared: pl.DataFrame) -> pl.DataFrame:
-    """A prepared frame without its scaled feature columns."""
-    return prepared.select(pl.exclude(f"^{FEATURE_PREFIX}.*$"))
 
 
 # --- the summary ----------------------------------------------------------------------------------

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import math
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -12,6 +17,7 @@ import polars as pl
 import yaml
 from markupsafe import Markup
 
+from segmentation import artifacts
 from segmentation.schema import TableSchema, rfm_scores
 from segmentation.stability import stability_class
 
@@ -76,15 +82,63 @@ class ReportInputs:
     """Vega, Vega-Lite and Vega-Embed in one bundle, inlined so the page needs no network."""
 
 
-def _environment() -> jinja2.Environment:
+TEMPLATES = Path(__file__).parent / "templates"
+COMPILED_HASHES = "sha256.json"
+
+
+def _new_environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("segmentation", "templates"),
+        loader=loader,
         autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The templates, compiled to Python modules once and kept in the user cache: Jinja parses
+    and compiles a template more slowly than the report renders. Like the rest of the user cache
+    this only saves time: kept modules are used if they match the hashes recorded beside them,
+    and without a writable cache the templates are compiled in memory."""
+    packaged = _new_environment(jinja2.PackageLoader("segmentation", "templates"))
+    compiled = artifacts.user_cache() / "templates" / _templates_key()
+    if not _intact(compiled):
+        shutil.rmtree(compiled, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            _compile_into(packaged, compiled)
+    return _new_environment(jinja2.ModuleLoader(compiled)) if _intact(compiled) else packaged
+
+
+def _templates_key() -> str:
+    """What the compiled code depends on: Jinja's version, the templates and this module (the
+    environment's settings above shape the code)."""
+    digest = hashlib.sha256(jinja2.__version__.encode())
+    for path in [Path(__file__), *sorted(TEMPLATES.glob("*.j2"))]:
+        digest.update(f"{path.name}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _compile_into(environment: jinja2.Environment, target: Path) -> None:
+    """Compile every template into a folder built aside and moved into place when complete."""
+    staging = artifacts.make_staging_dir(target.parent, target.name)
+    try:
+        environment.compile_templates(str(staging), zip=None, ignore_errors=False)
+        names = tuple(sorted(path.name for path in staging.glob("*.py")))
+        artifacts.write_json(staging / COMPILED_HASHES, artifacts.output_hashes(staging, names))
+        artifacts.move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _intact(folder: Path) -> bool:
+    try:
+        recorded: dict[str, str] = artifacts.read_json(folder / COMPILED_HASHES)
+        return bool(recorded) and artifacts.output_hashes(folder, tuple(recorded)) == recorded
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def script_json(data: Any) -> Markup:
@@ -228,6 +282,8 @@ def render_report(inputs: ReportInputs) -> str:
                 for section in ("segments", "k")
             },
             specs={c.name: script_json(c.spec) for c in inputs.charts},
+            images=inputs.config["visualize"]["images"],
+            png_scale=inputs.config["visualize"]["png_scale"],
             sampled=inputs.summary["rows_valid"] > shown,
             shown=shown,
             scaling_words=SCALING_WORDS[inputs.config["scaling"]],

@@ -130,7 +130,7 @@ def _prepare(ctx: StageContext) -> str:
 
 
 def _select_k(ctx: StageContext) -> str:
-    from segmentation import prepare, select_k
+    from segmentation import prepare, prepared, select_k
 
     config = ctx.config
     summary = ctx.catalog.load("prepare_summary")
@@ -147,7 +147,7 @@ def _select_k(ctx: StageContext) -> str:
         frame = ctx.catalog.load("prepared")
     try:
         selection = select_k.evaluate(
-            matrix=prepare.feature_matrix(frame),
+            matrix=prepared.feature_matrix(frame),
             unscaled=prepare.unscaled_matrix(frame, table_schema(ctx)),
             select_k=config.select_k,
             cluster=config.cluster,
@@ -165,7 +165,7 @@ def _select_k(ctx: StageContext) -> str:
 def _cluster(ctx: StageContext) -> str:
     import numpy as np
 
-    from segmentation import cluster, prepare
+    from segmentation import cluster, prepare, prepared
     from segmentation.schema import rfm_scores
 
     config = ctx.config
@@ -178,8 +178,8 @@ def _cluster(ctx: StageContext) -> str:
     schema = table_schema(ctx)
     vocabulary = stage_vocabulary(ctx, schema)
     result = cluster.segment_customers(
-        customers=prepare.customer_columns(frame),
-        matrix=prepare.feature_matrix(frame),
+        customers=prepared.customer_columns(frame),
+        matrix=prepared.feature_matrix(frame),
         unscaled=prepare.unscaled_matrix(frame, schema),
         scaler=prepare.Scaler.from_dict(summary["scaler"]),
         schema=schema,
@@ -204,9 +204,9 @@ def _cluster(ctx: StageContext) -> str:
 
 
 def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
-    """Each chart of the run as (name, title, Altair chart), built only when asked for, so that
+    """Each chart of the run as (name, title, Vega-Lite spec), built only when asked for, so that
     the images of one are drawn while the next is built."""
-    from segmentation import prepare, visualize
+    from segmentation import prepared, visualize
 
     config = ctx.config
     catalog = ctx.catalog
@@ -224,8 +224,8 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
         assignments = catalog.load("assignments")
     model = catalog.load("model")
     schema = table_schema(ctx)
-    customers = prepare.customer_columns(frame)
-    matrix = prepare.feature_matrix(frame)
+    customers = prepared.customer_columns(frame)
+    features = prepared.feature_columns(frame)
     yield "elbow", "Elbow", visualize.elbow_chart(selection, size)
     yield "criteria", "Criteria against k", visualize.criteria_chart(selection, size)
     yield "gap", "Gap statistic", visualize.gap_chart(selection, size)
@@ -240,7 +240,7 @@ def chart_builders(ctx: StageContext) -> Iterator[tuple[str, str, Any]]:
         "segments",
         "Segments",
         visualize.scatter_chart(
-            customers, assignments, segments, model, matrix, schema, size, seed
+            customers, assignments, segments, model, features, schema, size, seed
         ),
     )
     numeric = visualize.pairwise_columns(segments, summary["population"], schema)
@@ -276,12 +276,14 @@ def _grid(ctx: StageContext) -> Any:
 def _visualize(ctx: StageContext) -> str:
     from segmentation import visualize
 
-    charts = visualize.render_all(chart_builders(ctx), ctx.config.visualize.png_scale)
+    settings = ctx.config.visualize
+    charts = visualize.render_all(chart_builders(ctx), settings.png_scale, settings.images)
     folder = ctx.path(artifacts.CHARTS)
     for chart in charts:
         artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)
-        artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
-        artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
+        if chart.png is not None and chart.svg is not None:
+            artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
+            artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
     index = [
         {
             "name": c.name,
@@ -292,7 +294,8 @@ def _visualize(ctx: StageContext) -> str:
         for c in charts
     ]
     ctx.catalog.save("chart_index", index)
-    return f"{len(charts)} charts (Vega-Lite JSON, PNG, SVG)"
+    formats = "Vega-Lite JSON, PNG, SVG" if settings.images else "Vega-Lite JSON"
+    return f"{len(charts)} charts ({formats})"
 
 
 def git_state(root: Path) -> dict[str, Any]:
@@ -371,8 +374,9 @@ def _report(ctx: StageContext) -> str:
     )
     artifacts.write_text(ctx.report_folder / artifacts.REPORT, report.render_report(inputs))
     # The chart files go beside the report, for slides and for readers without JavaScript.
+    suffixes = (".png", ".svg", ".vl.json") if ctx.config.visualize.images else (".vl.json",)
     for chart in charts:
-        for suffix in (".png", ".svg", ".vl.json"):
+        for suffix in suffixes:
             name = f"{chart.name}{suffix}"
             artifacts.link_or_copy(
                 charts_folder / name, ctx.report_folder / artifacts.CHARTS / name
@@ -487,6 +491,7 @@ STAGES: dict[str, Stage] = {
                 "visualize.height",
                 "visualize.png_scale",
                 "visualize.max_points",
+                "visualize.images",
                 "cluster.seed",
             ),
             upstream=("prepare", "select-k", "cluster"),

@@ -1,25 +1,24 @@
-"""Stage 4, visualize: every chart of a run as Altair charts, saved as Vega-Lite JSON, PNG and SVG."""
+"""Stage 4, visualize: every chart of a run as a Vega-Lite spec, and as SVG and PNG images on request."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import warnings
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import altair as alt
-import numpy as np
 import polars as pl
-from sklearn.decomposition import PCA
 
 from segmentation import images
+from segmentation import vegalite as vl
 from segmentation.config import VisualizeConfig
 from segmentation.measures import measure
 from segmentation.schema import ID, TableSchema, rfm_scores
 from segmentation.stability import stability_class
 from segmentation.vocabulary import SCORES, Grid
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PAIRWISE_COLUMNS = 5
 """The most columns the pair matrix shows: those that separate the segments most."""
@@ -33,7 +32,10 @@ SILHOUETTE_BARS = 1000
 # A segment picked by a click (or in the report's segment buttons) is highlighted in every chart:
 # the report sets the top-level `highlight` parameter of each chart to the picked segment.
 HIGHLIGHT = "highlight"
-PICK = alt.selection_point(name="pick", fields=["segment"], on="click", clear="dblclick")
+PICK = {
+    "name": "pick",
+    "select": {"type": "point", "fields": ["segment"], "on": "click", "clear": "dblclick"},
+}
 HIGHLIGHTED = f"{HIGHLIGHT} === null || datum.segment === {HIGHLIGHT}"
 KNEE_COLOR = "#ff7f0e"
 
@@ -60,35 +62,29 @@ class RenderedChart:
     name: str
     title: str
     spec: dict[str, Any]
-    png: bytes
-    svg: str
+    png: bytes | None
+    """None when the images are not drawn (`visualize.images: false`); so is `svg`."""
+    svg: str | None
 
 
-def _segment_color(segments: pl.DataFrame) -> alt.Color:
+def _segment_color(segments: pl.DataFrame) -> vl.Spec:
     """One color per segment, listed in segment-id order with the id in front of the name."""
-    return alt.Color(
-        "segment:N",
+    return vl.nominal(
+        "segment",
         title="Segment",
-        scale=alt.Scale(domain=_segment_labels(segments), scheme="tableau10"),
-        legend=alt.Legend(orient="bottom", columns=2, labelLimit=360),
+        scale={"domain": _segment_labels(segments), "scheme": "tableau10"},
+        legend={"orient": "bottom", "columns": 2, "labelLimit": 360},
     )
 
 
-@contextlib.contextmanager
-def _one_selection() -> Iterator[None]:
-    """The cells of a concatenated chart share the one click selection: Altair merges their
-    copies into one, which is what is meant, and says so in a warning that is not for users."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
-        yield
-
-
-def _pickable(chart: alt.Chart) -> alt.Chart:
+def _pickable(chart: vl.Spec) -> vl.Spec:
     """Marks that can be clicked to pick their segment, and fade when another one is picked."""
-    picked: alt.Chart = chart.add_params(PICK).encode(
-        opacity=alt.condition(HIGHLIGHTED, alt.value(0.9), alt.value(0.12))
-    )
-    return picked
+    opacity = vl.condition(HIGHLIGHTED, 0.9, 0.12)
+    return {
+        **chart,
+        "encoding": {**chart["encoding"], "opacity": opacity},
+        "params": [*chart.get("params", []), PICK],
+    }
 
 
 def _segment_labels(segments: pl.DataFrame) -> list[str]:
@@ -103,18 +99,17 @@ def _points(frame: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
     return sampled.with_columns(pl.col(pl.Float64).round_sig_figs(5))
 
 
-def _named(chart: alt.Chart, segments: pl.DataFrame) -> alt.Chart:
+def _named(chart: vl.Spec, segments: pl.DataFrame) -> vl.Spec:
     """The chart with each row's segment label looked up from its segment id."""
-    labels = alt.InlineData(
-        values=[
-            {"segment_id": i, "segment": label}
-            for i, label in zip(segments["segment_id"], _segment_labels(segments), strict=True)
-        ]
-    )
-    named: alt.Chart = chart.transform_lookup(
-        lookup="segment_id", from_=alt.LookupData(data=labels, key="segment_id", fields=["segment"])
-    )
-    return named
+    labels = [
+        {"segment_id": i, "segment": label}
+        for i, label in zip(segments["segment_id"], _segment_labels(segments), strict=True)
+    ]
+    lookup = {
+        "lookup": "segment_id",
+        "from": {"data": {"values": labels}, "key": "segment_id", "fields": ["segment"]},
+    }
+    return {**chart, "transform": [*chart.get("transform", []), lookup]}
 
 
 def _labelled(frame: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
@@ -133,42 +128,56 @@ def _sample(frame: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
     )
 
 
-def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
-    candidates = pl.DataFrame(k_selection["candidates"]).select("k", "inertia")
-    base = alt.Chart(candidates).encode(
-        x=alt.X("k:Q", title="Number of segments k", axis=alt.Axis(tickMinStep=1)),
-        y=alt.Y("inertia:Q", title="Inertia (within-segment sum of squares)"),
-    )
-    layers: list[alt.Chart] = [base.mark_line(point=True), _chosen_rule(k_selection["chosen_k"])]
-    if k_selection["knee_k"] is not None:
-        knee = candidates.filter(pl.col("k") == k_selection["knee_k"])
+K_AXIS = vl.quantitative("k", title="Number of segments k", axis={"tickMinStep": 1})
+
+
+def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Spec:
+    candidates = vl.values(pl.DataFrame(k_selection["candidates"]).select("k", "inertia"))
+    inertia = vl.quantitative("inertia", title="Inertia (within-segment sum of squares)")
+    layers = [
+        vl.unit(candidates, "line", {"x": K_AXIS, "y": inertia}, mark={"point": True}),
+        _chosen_rule(k_selection["chosen_k"]),
+    ]
+    knee_k, chosen_k = k_selection["knee_k"], k_selection["chosen_k"]
+    if knee_k is not None:
+        knee = [row for row in candidates["values"] if row["k"] == knee_k]
         layers.append(
-            alt.Chart(knee)
-            .mark_point(size=220, shape="diamond", filled=True, color=KNEE_COLOR)
-            .encode(x="k:Q", y="inertia:Q", tooltip=["k", "inertia"])
+            vl.unit(
+                {"values": knee},
+                "point",
+                {
+                    "x": vl.quantitative("k"),
+                    "y": vl.quantitative("inertia"),
+                    "tooltip": [vl.quantitative("k"), vl.quantitative("inertia")],
+                },
+                mark={"size": 220, "shape": "diamond", "filled": True, "color": KNEE_COLOR},
+            )
         )
     subtitle = (
-        f"knee at k={k_selection['knee_k']} (diamond); chosen k={k_selection['chosen_k']} (red line)"
-        if k_selection["knee_k"] is not None
-        else f"no clear knee; chosen k={k_selection['chosen_k']} (red line)"
+        f"knee at k={knee_k} (diamond); chosen k={chosen_k} (red line)"
+        if knee_k is not None
+        else f"no clear knee; chosen k={chosen_k} (red line)"
     )
-    return alt.layer(*layers).properties(
-        title=alt.Title("Elbow: inertia against k", subtitle=subtitle),
-        width=size.width,
-        height=size.height,
+    return vl.top_level(
+        vl.layer(
+            *layers,
+            title={"text": "Elbow: inertia against k", "subtitle": subtitle},
+            width=size.width,
+            height=size.height,
+        )
     )
 
 
-def _chosen_rule(chosen_k: int) -> alt.Chart:
-    rule: alt.Chart = (
-        alt.Chart(pl.DataFrame({"k": [chosen_k]}))
-        .mark_rule(color=CHOSEN_COLOR, strokeDash=[6, 4], strokeWidth=2)
-        .encode(x="k:Q")
+def _chosen_rule(chosen_k: int) -> vl.Spec:
+    return vl.unit(
+        {"values": [{"k": chosen_k}]},
+        "rule",
+        {"x": vl.quantitative("k")},
+        mark={"color": CHOSEN_COLOR, "strokeDash": [6, 4], "strokeWidth": 2},
     )
-    return rule
 
 
-def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
+def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Spec:
     candidates = pl.DataFrame(k_selection["candidates"]).filter(pl.col("silhouette").is_not_null())
     panels = []
     for column, title, better in (
@@ -176,31 +185,32 @@ def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.To
         ("calinski_harabasz", "Calinski-Harabasz", "higher is better"),
         ("davies_bouldin", "Davies-Bouldin", "lower is better"),
     ):
-        line = (
-            alt.Chart(candidates.select("k", column))
-            .mark_line(point=True)
-            .encode(
-                x=alt.X("k:Q", title="k", axis=alt.Axis(tickMinStep=1)),
-                y=alt.Y(f"{column}:Q", title=title, scale=alt.Scale(zero=False)),
-                tooltip=["k", column],
-            )
+        line = vl.unit(
+            vl.values(candidates.select("k", column)),
+            "line",
+            {
+                "x": vl.quantitative("k", title="k", axis={"tickMinStep": 1}),
+                "y": vl.quantitative(column, title=title, scale={"zero": False}),
+                "tooltip": [vl.quantitative("k"), vl.quantitative(column)],
+            },
+            mark={"point": True},
         )
         panels.append(
-            alt.layer(line, _chosen_rule(k_selection["chosen_k"])).properties(
-                title=alt.Title(title, subtitle=better),
+            vl.layer(
+                line,
+                _chosen_rule(k_selection["chosen_k"]),
+                title={"text": title, "subtitle": better},
                 width=size.width // 2,
                 height=size.height // 2 + 60,
             )
         )
-    return alt.hconcat(*panels).properties(
-        title=alt.Title(
-            "Cluster quality against k",
-            subtitle=f"chosen k={k_selection['chosen_k']} (red line, rule: {k_selection['rule']})",
-        )
+    subtitle = f"chosen k={k_selection['chosen_k']} (red line, rule: {k_selection['rule']})"
+    return vl.top_level(
+        vl.hconcat(*panels, title={"text": "Cluster quality against k", "subtitle": subtitle})
     )
 
 
-def gap_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
+def gap_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Spec:
     """Gap statistic against k with one-standard-error bars; the 1-SE choice marked."""
     rows = (
         pl.DataFrame(k_selection["candidates"])
@@ -211,68 +221,96 @@ def gap_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLeve
         )
     )
     choices = k_selection["gap_choices"]
-    base = alt.Chart(rows).encode(
-        x=alt.X("k:Q", title="Number of segments k", axis=alt.Axis(tickMinStep=1))
-    )
+    data = vl.values(rows)
     layers = [
-        base.mark_errorbar(ticks=True).encode(
-            y=alt.Y("low:Q", title="Gap (with one standard error)", scale=alt.Scale(zero=False)),
-            y2="high:Q",
+        vl.unit(
+            data,
+            "errorbar",
+            {
+                "x": K_AXIS,
+                "y": vl.quantitative(
+                    "low", title="Gap (with one standard error)", scale={"zero": False}
+                ),
+                "y2": {"field": "high"},
+            },
+            mark={"ticks": True},
         ),
-        base.mark_line(point=True).encode(
-            y="gap:Q",
-            tooltip=[
-                "k",
-                alt.Tooltip("gap:Q", format=".3f"),
-                alt.Tooltip("gap_se:Q", format=".3f"),
-            ],
+        vl.unit(
+            data,
+            "line",
+            {
+                "x": K_AXIS,
+                "y": vl.quantitative("gap"),
+                "tooltip": [
+                    vl.quantitative("k"),
+                    vl.quantitative("gap", format=".3f"),
+                    vl.quantitative("gap_se", format=".3f"),
+                ],
+            },
+            mark={"point": True},
         ),
-        alt.Chart(rows.filter(pl.col("k") == choices["one_se"]))
-        .mark_point(size=220, shape="diamond", filled=True, color=KNEE_COLOR)
-        .encode(x="k:Q", y="gap:Q"),
+        vl.unit(
+            vl.values(rows.filter(pl.col("k") == choices["one_se"])),
+            "point",
+            {"x": vl.quantitative("k"), "y": vl.quantitative("gap")},
+            mark={"size": 220, "shape": "diamond", "filled": True, "color": KNEE_COLOR},
+        ),
         _chosen_rule(k_selection["chosen_k"]),
     ]
     subtitle = (
         f"1-SE rule: k={choices['one_se']} (diamond); highest gap: k={choices['global_max']}; "
         f"chosen k={k_selection['chosen_k']} (red line)"
     )
-    chart: alt.TopLevelMixin = alt.layer(*layers).properties(
-        title=alt.Title("Gap statistic", subtitle=subtitle), width=size.width, height=size.height
+    return vl.top_level(
+        vl.layer(
+            *layers,
+            title={"text": "Gap statistic", "subtitle": subtitle},
+            width=size.width,
+            height=size.height,
+        )
     )
-    return chart
 
 
-def stability_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> alt.TopLevelMixin:
+def stability_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Spec:
     """Mean adjusted Rand index between bootstrap fits and the full-data fit, per k."""
     rows = (
         pl.DataFrame(k_selection["candidates"])
         .filter(pl.col("stability").is_not_null())
         .select("k", "stability")
     )
-    line = (
-        alt.Chart(rows)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("k:Q", title="Number of segments k", axis=alt.Axis(tickMinStep=1)),
-            y=alt.Y(
-                "stability:Q", title="Mean adjusted Rand index", scale=alt.Scale(domain=[0, 1])
+    line = vl.unit(
+        vl.values(rows),
+        "line",
+        {
+            "x": K_AXIS,
+            "y": vl.quantitative(
+                "stability", title="Mean adjusted Rand index", scale={"domain": [0, 1]}
             ),
-            tooltip=["k", alt.Tooltip("stability:Q", format=".3f")],
-        )
+            "tooltip": [vl.quantitative("k"), vl.quantitative("stability", format=".3f")],
+        },
+        mark={"point": True},
     )
     resamples = k_selection["stability"]["resamples"]
-    chart: alt.TopLevelMixin = alt.layer(line, _chosen_rule(k_selection["chosen_k"])).properties(
-        title=alt.Title(
-            "Bootstrap stability against k",
-            subtitle=f"{resamples} resamples; 1 means every resample finds the same segments",
-        ),
-        width=size.width,
-        height=size.height,
+    subtitle = f"{resamples} resamples; 1 means every resample finds the same segments"
+    return vl.top_level(
+        vl.layer(
+            line,
+            _chosen_rule(k_selection["chosen_k"]),
+            title={"text": "Bootstrap stability against k", "subtitle": subtitle},
+            width=size.width,
+            height=size.height,
+        )
     )
-    return chart
 
 
-def jaccard_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMixin:
+def _segment_axis(segments: pl.DataFrame) -> vl.Spec:
+    """The segments down the y axis, in id order, labelled in full."""
+    return vl.nominal(
+        "segment", title=None, sort=_segment_labels(segments), axis={"labelLimit": 400}
+    )
+
+
+def jaccard_chart(segments: pl.DataFrame, size: VisualizeConfig) -> vl.Spec:
     """Each segment's mean Jaccard similarity across resamples, coloured by its stability class."""
     rows = _labelled(
         segments.select("segment_id", pl.col("stability_jaccard").alias("jaccard")).with_columns(
@@ -282,50 +320,67 @@ def jaccard_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevel
     )
     classes = ["highly stable", "stable", "doubtful", "unstable"]
     bars = _pickable(
-        alt.Chart(rows)
-        .mark_bar()
-        .encode(
-            y=alt.Y(
-                "segment:N",
-                title=None,
-                sort=_segment_labels(segments),
-                axis=alt.Axis(labelLimit=400),
-            ),
-            x=alt.X("jaccard:Q", title="Mean Jaccard similarity", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color(
-                "class:N",
-                title="Stability",
-                scale=alt.Scale(domain=classes, range=["#1a9850", "#91cf60", "#fdae61", "#d73027"]),
-            ),
-            tooltip=["segment", alt.Tooltip("jaccard:Q", format=".3f"), "class"],
+        vl.unit(
+            vl.values(rows),
+            "bar",
+            {
+                "y": _segment_axis(segments),
+                "x": vl.quantitative(
+                    "jaccard", title="Mean Jaccard similarity", scale={"domain": [0, 1]}
+                ),
+                "color": vl.nominal(
+                    "class",
+                    title="Stability",
+                    scale={
+                        "domain": classes,
+                        "range": ["#1a9850", "#91cf60", "#fdae61", "#d73027"],
+                    },
+                ),
+                "tooltip": [
+                    vl.nominal("segment"),
+                    vl.quantitative("jaccard", format=".3f"),
+                    vl.nominal("class"),
+                ],
+            },
         )
     )
-    thresholds = (
-        alt.Chart(pl.DataFrame({"threshold": [0.6, 0.75, 0.85]}))
-        .mark_rule(strokeDash=[4, 4], color="gray")
-        .encode(x="threshold:Q")
+    thresholds = vl.unit(
+        {"values": [{"threshold": 0.6}, {"threshold": 0.75}, {"threshold": 0.85}]},
+        "rule",
+        {"x": vl.quantitative("threshold")},
+        mark={"strokeDash": [4, 4], "color": "gray"},
     )
-    chart: alt.TopLevelMixin = alt.layer(bars, thresholds).properties(
-        title=alt.Title(
-            "Stability of each segment",
-            subtitle="below 0.6 unstable, 0.6-0.75 doubtful, 0.75-0.85 stable, above 0.85 highly stable",
-        ),
-        width=size.width,
-        height=max(size.height // 2, 30 * segments.height),
+    subtitle = "below 0.6 unstable, 0.6-0.75 doubtful, 0.75-0.85 stable, above 0.85 highly stable"
+    return vl.top_level(
+        vl.layer(
+            bars,
+            thresholds,
+            title={"text": "Stability of each segment", "subtitle": subtitle},
+            width=size.width,
+            height=max(size.height // 2, 30 * segments.height),
+        )
     )
-    return chart
 
 
 def silhouette_chart(
     assignments: pl.DataFrame, segments: pl.DataFrame, size: VisualizeConfig
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """Per-customer silhouette at the chosen k, sorted within each segment, segments stacked.
 
     Beyond `SILHOUETTE_BARS` customers, each segment shows evenly spaced values of its sorted
     silhouettes (its quantiles), in proportion to its size: the same shape, a bounded chart.
     """
-    rows = _labelled(assignments.select("customer_id", "segment_id", "silhouette"), segments).sort(
-        ["segment_id", "silhouette"], descending=[False, True]
+    # Sorted within each segment, equal values in customer order: a sort of each segment's values
+    # is several times quicker than one sort of every row on two keys.
+    rows = (
+        assignments.group_by("segment_id")
+        .agg(
+            pl.col("customer_id", "silhouette").sort_by(
+                "silhouette", descending=True, maintain_order=True
+            )
+        )
+        .sort("segment_id")
+        .explode("customer_id", "silhouette")
     )
     if rows.height > SILHOUETTE_BARS:
         # Every segment keeps its best customer, plus its share of the remaining bars.
@@ -333,35 +388,50 @@ def silhouette_chart(
         rank = pl.int_range(pl.len()).over("segment_id")
         rows = rows.filter((rank == 0) | (((rank + 1) * share).floor() != (rank * share).floor()))
     gap = max(2, rows.height // 50)
-    positions = (rows["segment_id"].cast(pl.Int64) * gap).to_numpy() + np.arange(rows.height)
     rows = rows.with_columns(
-        pl.Series("position", positions), pl.col("silhouette").round_sig_figs(4)
+        (pl.col("segment_id").cast(pl.Int64) * gap + pl.int_range(pl.len())).alias("position"),
+        pl.col("silhouette").round_sig_figs(4),
     ).select("customer_id", "segment_id", "silhouette", "position")
     mean = float(assignments["silhouette"].mean())  # type: ignore[arg-type]
     bars = _pickable(
-        _named(alt.Chart(rows), segments)
-        .mark_bar(orient="horizontal", height=alt.RelativeBandSize(1.0))
-        .encode(
-            y=alt.Y("position:O", axis=None, title=None),
-            x=alt.X(
-                "silhouette:Q", title="Silhouette of each customer", scale=alt.Scale(domain=[-1, 1])
+        _named(
+            vl.unit(
+                vl.values(rows),
+                "bar",
+                {
+                    "y": vl.field("position", "ordinal", axis=None, title=None),
+                    "x": vl.quantitative(
+                        "silhouette",
+                        title="Silhouette of each customer",
+                        scale={"domain": [-1, 1]},
+                    ),
+                    "color": _segment_color(segments),
+                    "tooltip": [
+                        vl.nominal("customer_id"),
+                        vl.nominal("segment"),
+                        vl.quantitative("silhouette", format=".3f"),
+                    ],
+                },
+                mark={"orient": "horizontal", "height": {"band": 1.0}},
             ),
-            color=_segment_color(segments),
-            tooltip=["customer_id", "segment:N", alt.Tooltip("silhouette:Q", format=".3f")],
+            segments,
         )
     )
-    average = (
-        alt.Chart(pl.DataFrame({"mean": [mean]}))
-        .mark_rule(color=CHOSEN_COLOR, strokeDash=[6, 4])
-        .encode(x="mean:Q")
+    average = vl.unit(
+        {"values": [{"mean": mean}]},
+        "rule",
+        {"x": vl.quantitative("mean")},
+        mark={"color": CHOSEN_COLOR, "strokeDash": [6, 4]},
     )
-    return alt.layer(bars, average).properties(
-        title=alt.Title(
-            "Silhouette of every customer",
-            subtitle=f"mean {mean:.3f} (red line); bars below 0 sit closer to another segment",
-        ),
-        width=size.width,
-        height=max(size.height, 300),
+    subtitle = f"mean {mean:.3f} (red line); bars below 0 sit closer to another segment"
+    return vl.top_level(
+        vl.layer(
+            bars,
+            average,
+            title={"text": "Silhouette of every customer", "subtitle": subtitle},
+            width=size.width,
+            height=max(size.height, 300),
+        )
     )
 
 
@@ -372,68 +442,98 @@ def _scatter(
     segments: pl.DataFrame,
     size: VisualizeConfig,
     title: str,
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """Customers as dots and centroids as crosses; `axes` maps the x and y columns to titles."""
     (x, x_title), (y, y_title) = axes.items()
     dots = _pickable(
-        _named(alt.Chart(points), segments)
-        .mark_circle(size=45, opacity=0.75)
-        .encode(
-            x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(zero=False)),
-            y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
-            color=_segment_color(segments),
-            tooltip=[
-                "customer_id",
-                "segment:N",
-                alt.Tooltip(f"{x}:Q", format=".2f"),
-                alt.Tooltip(f"{y}:Q", format=".2f"),
-            ],
+        _named(
+            vl.unit(
+                vl.values(points),
+                "circle",
+                {
+                    "x": vl.quantitative(x, title=x_title, scale={"zero": False}),
+                    "y": vl.quantitative(y, title=y_title, scale={"zero": False}),
+                    "color": _segment_color(segments),
+                    "tooltip": [
+                        vl.nominal("customer_id"),
+                        vl.nominal("segment"),
+                        vl.quantitative(x, format=".2f"),
+                        vl.quantitative(y, format=".2f"),
+                    ],
+                },
+                mark={"size": 45, "opacity": 0.75},
+            ),
+            segments,
         )
     )
-    marks = (
-        alt.Chart(centroids)
-        .mark_point(shape="cross", size=260, filled=True, color="black", strokeWidth=1)
-        .encode(x=f"{x}:Q", y=f"{y}:Q", tooltip=["segment"])
+    marks = vl.unit(
+        vl.values(centroids),
+        "point",
+        {
+            "x": vl.quantitative(x),
+            "y": vl.quantitative(y),
+            "tooltip": [vl.nominal("segment")],
+        },
+        mark={"shape": "cross", "size": 260, "filled": True, "color": "black", "strokeWidth": 1},
     )
-    return alt.layer(dots, marks).properties(
-        title=alt.Title(title, subtitle="crosses mark the segment centroids"),
-        width=size.width,
-        height=size.height + 60,
+    return vl.top_level(
+        vl.layer(
+            dots,
+            marks,
+            title={"text": title, "subtitle": "crosses mark the segment centroids"},
+            width=size.width,
+            height=size.height + 60,
+        )
     )
 
 
 def _strip_chart(
     points: pl.DataFrame, column: str, title: str, segments: pl.DataFrame, size: VisualizeConfig
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """Customers of each segment along the one clustered column, centroids as black ticks."""
-    order = _segment_labels(segments)
-    y = alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400))
     ticks = _pickable(
-        _named(alt.Chart(points.select(ID, "segment_id", column)), segments)
-        .mark_tick(thickness=2, opacity=0.6)
-        .encode(
-            x=alt.X(f"{column}:Q", title=title, scale=alt.Scale(zero=False)),
-            y=y,
-            color=_segment_color(segments),
-            tooltip=["customer_id", "segment:N", column],
+        _named(
+            vl.unit(
+                vl.values(points.select(ID, "segment_id", column)),
+                "tick",
+                {
+                    "x": vl.quantitative(column, title=title, scale={"zero": False}),
+                    "y": _segment_axis(segments),
+                    "color": _segment_color(segments),
+                    "tooltip": [
+                        vl.nominal("customer_id"),
+                        vl.nominal("segment"),
+                        vl.quantitative(column),
+                    ],
+                },
+                mark={"thickness": 2, "opacity": 0.6},
+            ),
+            segments,
         )
     )
     centroids = _labelled(
         segments.select("segment_id", pl.col(f"centroid_{column}").alias(column)), segments
     )
-    marks = (
-        alt.Chart(centroids)
-        .mark_tick(color="black", thickness=4, size=30)
-        .encode(x=f"{column}:Q", y=y, tooltip=["segment", column])
+    marks = vl.unit(
+        vl.values(centroids),
+        "tick",
+        {
+            "x": vl.quantitative(column),
+            "y": _segment_axis(segments),
+            "tooltip": [vl.nominal("segment"), vl.quantitative(column)],
+        },
+        mark={"color": "black", "thickness": 4, "size": 30},
     )
-    chart: alt.TopLevelMixin = alt.layer(ticks, marks).properties(
-        title=alt.Title(
-            "Segments", subtitle="each tick is a customer; black ticks mark the centroids"
-        ),
-        width=size.width,
-        height=max(size.height // 2, 40 * segments.height),
+    subtitle = "each tick is a customer; black ticks mark the centroids"
+    return vl.top_level(
+        vl.layer(
+            ticks,
+            marks,
+            title={"text": "Segments", "subtitle": subtitle},
+            width=size.width,
+            height=max(size.height // 2, 40 * segments.height),
+        )
     )
-    return chart
 
 
 def scatter_chart(
@@ -441,14 +541,15 @@ def scatter_chart(
     assignments: pl.DataFrame,
     segments: pl.DataFrame,
     model: dict[str, Any],
-    matrix: np.ndarray,
+    features: pl.DataFrame,
     schema: TableSchema,
     size: VisualizeConfig,
     seed: int,
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """One numeric feature: its values per segment. Two: those two in the data's units.
 
-    More, or any categorical feature: a PCA projection of the scaled data.
+    More, or any categorical feature: a PCA projection of the scaled data (`features`, one column
+    per feature in the model's order).
     """
     columns = model["scaler"]["columns"]
     measured = [c.name for c in schema.measures]
@@ -468,10 +569,7 @@ def scatter_chart(
         )
         axes = {x: schema.matrix_title(x), y: schema.matrix_title(y)}
         return _scatter(points, centroids, axes, segments, size, "Segments")
-    pca = PCA(n_components=2, svd_solver="full", random_state=seed).fit(matrix)
-    projected = pca.transform(matrix)
-    centres = pca.transform(np.asarray(model["centroids_scaled"]))
-    explained = pca.explained_variance_ratio_
+    projected, centres, explained = _projected(features, model["centroids_scaled"])
     points = joined.select(ID, "segment_id").with_columns(
         pl.Series("pc1", projected[:, 0]), pl.Series("pc2", projected[:, 1])
     )
@@ -490,6 +588,51 @@ def scatter_chart(
     return _scatter(points, centroids, axes, segments, size, title)
 
 
+def _projected(
+    features: pl.DataFrame, centroids: list[list[float]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Customers and centroids on the first two principal components, and the share of the
+    variance along each."""
+    import numpy as np  # only this chart needs NumPy: a run without it skips its import
+
+    matrix = features.to_numpy()
+    components, mean, explained = principal_components(matrix)
+    return (matrix - mean) @ components.T, (np.asarray(centroids) - mean) @ components.T, explained
+
+
+def principal_components(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first two principal components of the rows of `matrix`.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        One row per customer, one column per feature (scaled), at least two columns.
+
+    Returns
+    -------
+    components : numpy.ndarray
+        Two rows, the unit directions of largest variance, each signed so that its largest
+        entry in absolute value is positive (scikit-learn's PCA signs them the same way).
+    mean : numpy.ndarray
+        The column means the projection is centred on.
+    explained : numpy.ndarray
+        The share of the total variance along each of the two components.
+    """
+    import numpy as np
+
+    # The eigenvectors of the d x d covariance matrix: one pass over the rows, and no
+    # scikit-learn import (about a second) in a stage that needs nothing else from it.
+    mean = matrix.mean(axis=0)
+    centred = matrix - mean
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(values)[::-1][:2]
+    components = vectors[:, order].T
+    largest = np.abs(components).argmax(axis=1)
+    components *= np.sign(components[np.arange(2), largest])[:, np.newaxis]
+    variances = np.clip(values, 0.0, None)
+    return components, mean, variances[order] / (variances.sum() or 1.0)
+
+
 def _measured(customers: pl.DataFrame, schema: TableSchema) -> pl.DataFrame:
     """The customers with date columns as days before as_of, as they are profiled."""
     return customers.with_columns(measure(column, schema) for column in schema.of_type("date"))
@@ -505,8 +648,8 @@ def pairwise_columns(
         return numeric
 
     def spread(name: str) -> float:
-        means = segments[f"mean_{name}"].to_numpy()
-        return float(np.std(means) / (population[name]["std"] or 1.0))
+        deviation = segments[f"mean_{name}"].std(ddof=0) or 0.0
+        return float(deviation) / (population[name]["std"] or 1.0)  # type: ignore[arg-type]
 
     chosen = set(sorted(numeric, key=lambda name: -spread(name))[:PAIRWISE_COLUMNS])
     return [name for name in numeric if name in chosen]
@@ -520,50 +663,48 @@ def pairwise_chart(
     schema: TableSchema,
     size: VisualizeConfig,
     seed: int,
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """Every pair of the given numeric columns (the lower triangle of their scatter matrix), in the
     data's units, axes titled by label; log1p columns on a symmetric log scale, as K-Means sees
     them."""
     joined = _measured(customers, schema).with_columns(assignments["segment_id"])
-    points = _points(
-        joined.select(ID, "segment_id", *columns), min(size.max_points, PAIRWISE_POINTS), seed
+    points = vl.values(
+        _points(
+            joined.select(ID, "segment_id", *columns), min(size.max_points, PAIRWISE_POINTS), seed
+        )
     )
     side = max(120, size.width // max(1, len(columns) - 1))
 
-    def axis(name: str) -> dict[str, Any]:
+    def axis(name: str) -> vl.Spec:
         column = schema.column(name)
-        scale = alt.Scale(type="symlog") if column.transform == "log1p" else alt.Scale(zero=False)
-        return {"field": name, "type": "quantitative", "title": column.axis_title, "scale": scale}
+        scale = {"type": "symlog"} if column.transform == "log1p" else {"zero": False}
+        return vl.quantitative(name, title=column.axis_title, scale=scale)
 
-    def cell(x: str, y: str) -> alt.Chart:
-        chart: alt.Chart = (
-            _named(alt.Chart(points), segments)
-            .mark_circle(size=25)
-            .encode(
-                x=alt.X(**axis(x)),
-                y=alt.Y(**axis(y)),
-                color=_segment_color(segments),
-                tooltip=[
-                    ID,
-                    "segment:N",
-                    alt.Tooltip(x, format=",.4~g"),
-                    alt.Tooltip(y, format=",.4~g"),
+    def cell(x: str, y: str) -> vl.Spec:
+        dots = vl.unit(
+            points,
+            "circle",
+            {
+                "x": axis(x),
+                "y": axis(y),
+                "color": _segment_color(segments),
+                "tooltip": [
+                    vl.nominal(ID),
+                    vl.nominal("segment"),
+                    vl.quantitative(x, format=",.4~g"),
+                    vl.quantitative(y, format=",.4~g"),
                 ],
-            )
-            .properties(width=side, height=side)
+            },
+            mark={"size": 25},
+            width=side,
+            height=side,
         )
-        return _pickable(chart)
+        return _pickable(_named(dots, segments))
 
-    with _one_selection():
-        rows = [
-            alt.hconcat(*[cell(x, y) for x in columns[:row]])
-            for row, y in enumerate(columns)
-            if row
-        ]
-        matrix: alt.TopLevelMixin = alt.vconcat(*rows).properties(
-            title="Segments across every pair of features"
-        )
-    return matrix
+    rows = [
+        vl.hconcat(*[cell(x, y) for x in columns[:row]]) for row, y in enumerate(columns) if row
+    ]
+    return vl.top_level(vl.vconcat(*rows, title="Segments across every pair of features"))
 
 
 def profile_chart(
@@ -571,7 +712,7 @@ def profile_chart(
     population: dict[str, Any],
     schema: TableSchema,
     size: VisualizeConfig,
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """Heatmap of each segment's mean on every numeric and date column (clustered ones first),
     coloured by how many population SDs it is from the average customer, labelled in data units."""
     measures = sorted(schema.measures, key=lambda c: c.name not in schema.features)
@@ -584,32 +725,46 @@ def profile_chart(
             z = (mean - stats["mean"]) / (stats["std"] or 1.0)
             rows.append((label, column.axis_title, z, _short(mean)))
     cells = pl.DataFrame(rows, schema=["segment", "column", "z", "value"], orient="row")
-    order = _segment_labels(segments)
-    base = alt.Chart(cells).encode(
-        x=alt.X(
-            "column:N",
+    data = vl.values(cells)
+    axes = {
+        "x": vl.nominal(
+            "column",
             title=None,
             sort=list(dict.fromkeys(cells["column"])),
-            axis=alt.Axis(labelAngle=-40 if len(measures) > 4 else 0, labelLimit=160),
+            axis={"labelAngle": -40 if len(measures) > 4 else 0, "labelLimit": 160},
         ),
-        y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
+        "y": _segment_axis(segments),
+    }
+    heat = _pickable(
+        vl.unit(
+            data,
+            "rect",
+            {
+                **axes,
+                "color": vl.quantitative(
+                    "z",
+                    title="SDs from the average customer",
+                    scale={"scheme": "redblue", "domain": [-2, 2], "reverse": True, "clamp": True},
+                ),
+                "tooltip": [
+                    vl.nominal("segment"),
+                    vl.nominal("column"),
+                    vl.nominal("value"),
+                    vl.quantitative("z", format=".2f"),
+                ],
+            },
+        )
     )
-    heat = _pickable(base.mark_rect()).encode(
-        color=alt.Color(
-            "z:Q",
-            title="SDs from the average customer",
-            scale=alt.Scale(scheme="redblue", domain=[-2, 2], reverse=True, clamp=True),
-        ),
-        tooltip=["segment", "column", "value", alt.Tooltip("z:Q", format=".2f")],
-    )
-    text = base.mark_text(fontSize=11).encode(text="value:N")
-    return alt.layer(heat, text).properties(
-        title=alt.Title(
-            "Segment profiles",
-            subtitle="mean per segment; color: above (red) or below (blue) the average customer",
-        ),
-        width=max(size.width, 60 * min(len(measures), PROFILE_COLUMNS)),
-        height=max(size.height // 2, 36 * segments.height),
+    text = vl.unit(data, "text", {**axes, "text": vl.nominal("value")}, mark={"fontSize": 11})
+    subtitle = "mean per segment; color: above (red) or below (blue) the average customer"
+    return vl.top_level(
+        vl.layer(
+            heat,
+            text,
+            title={"text": "Segment profiles", "subtitle": subtitle},
+            width=max(size.width, 60 * min(len(measures), PROFILE_COLUMNS)),
+            height=max(size.height // 2, 36 * segments.height),
+        )
     )
 
 
@@ -623,7 +778,7 @@ def _short(value: float) -> str:
 
 def categories_chart(
     profiles: pl.DataFrame, segments: pl.DataFrame, schema: TableSchema, size: VisualizeConfig
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """Each segment's share of the most common categories of every categorical column, with all
     customers' share as a tick."""
     labels = pl.DataFrame(
@@ -638,45 +793,46 @@ def categories_chart(
         )
         .select("segment", "column", "category", "value", "everyone")
     )
-    order = _segment_labels(segments)
-    base = alt.Chart(rows).encode(
-        y=alt.Y("category:N", title=None, axis=alt.Axis(labelLimit=200)),
-        yOffset=alt.YOffset("segment:N", sort=order),
-    )
+    category = vl.nominal("category", title=None, axis={"labelLimit": 200})
     bars = _pickable(
-        base.mark_bar().encode(
-            x=alt.X("value:Q", title="Share of the segment", axis=alt.Axis(format="%")),
-            color=_segment_color(segments),
-            tooltip=[
-                "segment",
-                "column",
-                "category",
-                alt.Tooltip("value:Q", format=".1%", title="share of the segment"),
-                alt.Tooltip("everyone:Q", format=".1%", title="share of all customers"),
-            ],
+        vl.unit(
+            None,
+            "bar",
+            {
+                "y": category,
+                "yOffset": vl.nominal("segment", sort=_segment_labels(segments)),
+                "x": vl.quantitative("value", title="Share of the segment", axis={"format": "%"}),
+                "color": _segment_color(segments),
+                "tooltip": [
+                    vl.nominal("segment"),
+                    vl.nominal("column"),
+                    vl.nominal("category"),
+                    vl.quantitative("value", format=".1%", title="share of the segment"),
+                    vl.quantitative("everyone", format=".1%", title="share of all customers"),
+                ],
+            },
         )
     )
-    everyone = base.mark_tick(color="black", thickness=2).encode(
-        x="everyone:Q", yOffset=alt.value(0)
+    everyone = vl.unit(
+        None,
+        "tick",
+        {"y": category, "yOffset": {"value": 0}, "x": vl.quantitative("everyone")},
+        mark={"color": "black", "thickness": 2},
     )
-    chart: alt.TopLevelMixin = (
-        alt.layer(bars, everyone, data=rows)
-        .properties(width=size.width, height=alt.Step(8))
-        .facet(
-            row=alt.Row("column:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left"))
-        )
-        .resolve_scale(y="independent")
-        .properties(
-            title=alt.Title(
-                "Categories in each segment",
-                subtitle="bars: share of the segment; black ticks: share of all customers",
-            )
+    layered = vl.layer(bars, everyone, width=size.width, height={"step": 8})
+    layered["data"] = vl.values(rows)
+    subtitle = "bars: share of the segment; black ticks: share of all customers"
+    return vl.top_level(
+        vl.facet(
+            layered,
+            row=vl.nominal("column", title=None, header={"labelAngle": 0, "labelAlign": "left"}),
+            resolve={"scale": {"y": "independent"}},
+            title={"text": "Categories in each segment", "subtitle": subtitle},
         )
     )
-    return chart
 
 
-def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMixin:
+def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> vl.Spec:
     rows = _labelled(segments.select("segment_id", "size", "share"), segments).with_columns(
         (
             pl.col("size").cast(pl.String)
@@ -686,16 +842,31 @@ def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> alt.TopLevelMi
         ).alias("label")
     )
     order = _segment_labels(segments)
-    base = alt.Chart(rows).encode(
-        y=alt.Y("segment:N", title=None, sort=order, axis=alt.Axis(labelLimit=400)),
-        x=alt.X("size:Q", title="Customers"),
+    data = vl.values(rows)
+    axes = {"y": _segment_axis(segments), "x": vl.quantitative("size", title="Customers")}
+    bars = _pickable(
+        vl.unit(
+            data,
+            "bar",
+            {
+                **axes,
+                "color": vl.nominal(
+                    "segment", scale={"domain": order, "scheme": "tableau10"}, legend=None
+                ),
+            },
+        )
     )
-    bars = _pickable(base.mark_bar()).encode(
-        color=alt.Color("segment:N", scale=alt.Scale(domain=order, scheme="tableau10"), legend=None)
+    labels = vl.unit(
+        data, "text", {**axes, "text": vl.nominal("label")}, mark={"align": "left", "dx": 4}
     )
-    labels = base.mark_text(align="left", dx=4).encode(text="label:N")
-    return alt.layer(bars, labels).properties(
-        title="Segment sizes", width=size.width, height=max(size.height // 2, 30 * segments.height)
+    return vl.top_level(
+        vl.layer(
+            bars,
+            labels,
+            title="Segment sizes",
+            width=size.width,
+            height=max(size.height // 2, 30 * segments.height),
+        )
     )
 
 
@@ -726,13 +897,15 @@ def grid_positions(segments: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
     )
     points = rows.select("x_median", "y_median").rows()
     angles = [
-        np.pi - 2 * np.pi * points[:row].count(point) / points.count(point)
+        math.pi - 2 * math.pi * points[:row].count(point) / points.count(point)
         for row, point in enumerate(points)
     ]
     radius = [GRID_SPREAD if points.count(point) > 1 else 0.0 for point in points]
+    dx = pl.Series([math.cos(angle) * r for angle, r in zip(angles, radius, strict=True)])
+    dy = pl.Series([math.sin(angle) * r for angle, r in zip(angles, radius, strict=True)])
     return rows.with_columns(
-        (pl.col("x_median") + pl.Series(np.cos(angles) * np.array(radius))).round(3).alias("x"),
-        (pl.col("y_median") + pl.Series(np.sin(angles) * np.array(radius))).round(3).alias("y"),
+        (pl.col("x_median") + dx).round(3).alias("x"),
+        (pl.col("y_median") + dy).round(3).alias("y"),
     )
 
 
@@ -759,7 +932,7 @@ def _grid_regions(grid: Grid) -> pl.DataFrame:
 
 def rfm_grid_chart(
     segments: pl.DataFrame, grid: Grid | None, schema: TableSchema, size: VisualizeConfig
-) -> alt.TopLevelMixin:
+) -> vl.Spec:
     """The score grid (R across, F up, or the naming grid's scores), its named regions shaded,
     each segment a circle at its customers' median scores, its area proportional to its size."""
     scores = rfm_scores()
@@ -767,102 +940,154 @@ def rfm_grid_chart(
     x, y = (grid.x, grid.y) if grid is not None else (names[0], names[1])
     largest = max(int(segments["size"].max() or 1), 1)  # type: ignore[arg-type]
     low, high = SCORES[0] - 0.5, SCORES[-1] + 0.5
-    scale = alt.Scale(domain=[low, high], nice=False, zero=False)
-    axis = alt.Axis(values=list(SCORES), format="d", grid=False, tickSize=0, domain=False)
+    scale = {"domain": [low, high], "nice": False, "zero": False}
+    axis = {"values": list(SCORES), "format": "d", "grid": False, "tickSize": 0, "domain": False}
+
+    def score(field: str, name: str) -> vl.Spec:
+        return vl.quantitative(field, scale=scale, title=_score_title(name, schema), axis=axis)
+
     extra = [name for name in names if f"median_{name}" in segments.columns]
-    points = _labelled(
-        grid_positions(segments, x, y).join(
-            segments.select("segment_id", *[f"median_{name}" for name in extra]),
-            on="segment_id",
-        ),
-        segments,
-    )
-    layers: list[alt.Chart] = []
-    if grid is not None:
-        regions = alt.Chart(_grid_regions(grid))
-        layers.append(
-            regions.mark_rect(fill="#eef1f5", stroke="white", strokeWidth=4).encode(
-                x=alt.X("x0:Q", scale=scale, title=_score_title(x, schema), axis=axis),
-                x2="x1:Q",
-                y=alt.Y("y0:Q", scale=scale, title=_score_title(y, schema), axis=axis),
-                y2="y1:Q",
-                tooltip=[alt.Tooltip("region:N", title="grid cell")],
-            )
-        )
-        layers.append(
-            regions.mark_text(
-                align="left", baseline="top", dx=6, dy=6, fontSize=11, color="#56606b"
-            ).encode(x="x0:Q", y="y1:Q", text="region:N")
-        )
-    circles = _pickable(
-        alt.Chart(points)
-        .mark_circle(stroke="white", strokeWidth=1.5)
-        .encode(
-            x=alt.X("x:Q", scale=scale, title=_score_title(x, schema), axis=axis),
-            y=alt.Y("y:Q", scale=scale, title=_score_title(y, schema), axis=axis),
-            size=alt.Size(
-                "size:Q",
-                title="Customers",
-                scale=alt.Scale(domain=[0, largest], range=[0, GRID_AREA]),
-                legend=None,
+    points = vl.values(
+        _labelled(
+            grid_positions(segments, x, y).join(
+                segments.select("segment_id", *[f"median_{name}" for name in extra]),
+                on="segment_id",
             ),
-            color=_segment_color(segments),
-            tooltip=[
-                "segment:N",
-                alt.Tooltip("size:Q", title="customers", format=","),
-                *[
-                    alt.Tooltip(
-                        f"median_{name}:Q", title=f"median {scores[name].get('label', name)}"
-                    )
-                    for name in extra
-                ],
-            ],
+            segments,
         )
     )
-    ids = (
-        alt.Chart(points)
-        .mark_text(fontSize=11, fontWeight="bold", color="white")
-        .encode(x="x:Q", y="y:Q", text="segment_id:N")
+    layers = [] if grid is None else _region_layers(grid, score("x0", x), score("y0", y))
+    circles = _pickable(
+        vl.unit(
+            points,
+            "circle",
+            {
+                "x": score("x", x),
+                "y": score("y", y),
+                "size": vl.quantitative(
+                    "size",
+                    title="Customers",
+                    scale={"domain": [0, largest], "range": [0, GRID_AREA]},
+                    legend=None,
+                ),
+                "color": _segment_color(segments),
+                "tooltip": [
+                    vl.nominal("segment"),
+                    vl.quantitative("size", title="customers", format=","),
+                    *[
+                        vl.quantitative(
+                            f"median_{name}", title=f"median {scores[name].get('label', name)}"
+                        )
+                        for name in extra
+                    ],
+                ],
+            },
+            mark={"stroke": "white", "strokeWidth": 1.5},
+        )
     )
-    layers += [circles, ids]
+    ids = vl.unit(
+        points,
+        "text",
+        {"x": vl.quantitative("x"), "y": vl.quantitative("y"), "text": vl.nominal("segment_id")},
+        mark={"fontSize": 11, "fontWeight": "bold", "color": "white"},
+    )
     shaded = "shaded: the cells of the naming grid" if grid is not None else "no naming grid"
     subtitle = (
         f"each circle is a segment at its customers' median scores (area: customers); {shaded}"
     )
-    chart: alt.TopLevelMixin = alt.layer(*layers).properties(
-        title=alt.Title("Segments on the RFM grid", subtitle=subtitle),
-        width=GRID_SIDE,
-        height=GRID_SIDE,
+    return vl.top_level(
+        vl.layer(
+            *layers,
+            circles,
+            ids,
+            title={"text": "Segments on the RFM grid", "subtitle": subtitle},
+            width=GRID_SIDE,
+            height=GRID_SIDE,
+        )
     )
-    return chart
 
 
-def chart_spec(name: str, title: str, chart: alt.TopLevelMixin) -> dict[str, Any]:
+def _region_layers(grid: Grid, x: vl.Spec, y: vl.Spec) -> list[vl.Spec]:
+    """The naming grid's cells as shaded rectangles, each labelled in its top left corner."""
+    regions = vl.values(_grid_regions(grid))
+    shaded = vl.unit(
+        regions,
+        "rect",
+        {
+            "x": x,
+            "x2": {"field": "x1"},
+            "y": y,
+            "y2": {"field": "y1"},
+            "tooltip": [vl.nominal("region", title="grid cell")],
+        },
+        mark={"fill": "#eef1f5", "stroke": "white", "strokeWidth": 4},
+    )
+    labels = vl.unit(
+        regions,
+        "text",
+        {"x": vl.quantitative("x0"), "y": vl.quantitative("y1"), "text": vl.nominal("region")},
+        mark={
+            "align": "left",
+            "baseline": "top",
+            "dx": 6,
+            "dy": 6,
+            "fontSize": 11,
+            "color": "#56606b",
+        },
+    )
+    return [shaded, labels]
+
+
+def chart_spec(name: str, title: str, spec: vl.Spec) -> vl.Spec:
     """The chart's Vega-Lite spec, with its accessible description and the page's highlight."""
-    with _one_selection():
-        spec = chart.to_dict()
     # Vega reads the description out as the chart's accessible name.
-    spec["description"] = f"{title}: {CHART_GUIDE[name][1]}" if name in CHART_GUIDE else title
-    if '"name": "pick"' in json.dumps(spec):
+    described = {
+        **spec,
+        "description": f"{title}: {CHART_GUIDE[name][1]}" if name in CHART_GUIDE else title,
+    }
+    if any(param["name"] == PICK["name"] for param in spec.get("params", [])):
         # Declared at the top level so that the page can set it in every chart at once.
-        spec["params"] = [{"name": HIGHLIGHT, "value": None}, *spec.get("params", [])]
-    return spec
+        described["params"] = [{"name": HIGHLIGHT, "value": None}, *spec.get("params", [])]
+    return described
 
 
 def render_all(
-    charts: Iterable[tuple[str, str, alt.TopLevelMixin]],
+    charts: Iterable[tuple[str, str, vl.Spec]],
     png_scale: float,
+    with_images: bool = True,
     workers: int | None = None,
 ) -> list[RenderedChart]:
-    """Every chart's spec and images. `charts` may build each chart as it is asked for: the images
-    of one are drawn in worker processes while the next is built (images.Drawer)."""
+    """Every chart's Vega-Lite spec, and its SVG and PNG images when asked for.
+
+    Parameters
+    ----------
+    charts : iterable of (name, title, spec)
+        The charts; they may be built as they are asked for, so that the images of one are drawn
+        in worker processes while the next is built (`images.Drawer`).
+    png_scale : float
+        The PNG's resolution multiplier.
+    with_images : bool
+        Draw the SVG and PNG images too; without them vl-convert is not started at all.
+    workers : int, optional
+        Processes drawing the images (default: one per core, at most `images.MAX_WORKERS`).
+
+    Returns
+    -------
+    list of RenderedChart
+        In the order of `charts`.
+    """
+    if not with_images:
+        return [
+            RenderedChart(name, title, chart_spec(name, title, chart), png=None, svg=None)
+            for name, title, chart in charts
+        ]
     pending = []
-    rendered = []
     with images.Drawer(png_scale, workers) as drawer:
         for name, title, chart in charts:
             spec = chart_spec(name, title, chart)
             pending.append((name, title, spec, drawer.submit(name, spec)))
+        rendered = []
         for name, title, spec, future in pending:
             svg, png = future.result()
-            rendered.append(RenderedChart(name=name, title=title, spec=spec, png=png, svg=svg))
+            rendered.append(RenderedChart(name, title, spec, png=png, svg=svg))
     return rendered

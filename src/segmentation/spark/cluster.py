@@ -24,7 +24,8 @@ from segmentation.cluster import (
 from segmentation.config import ClusterConfig
 from segmentation.kmeans import canonical_order
 from segmentation.model import SegmentModel
-from segmentation.prepare import FEATURE_PREFIX, Scaler
+from segmentation.prepare import Scaler
+from segmentation.prepared import FEATURE_PREFIX
 from segmentation.schema import ID, TableSchema
 from segmentation.select_k import sample_positions
 from segmentation.spark.prepare import EXACT, POSITION, feature_value, measure

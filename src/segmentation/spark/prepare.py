@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from segmentation.config import Scaling
 from segmentation.errors import DataError
 from segmentation.prepare import (
-    FEATURE_PREFIX,
     FIT_MINIMUM,
     Scaler,
     _category_lookup,
@@ -24,6 +23,7 @@ from segmentation.prepare import (
     _check_words,
     resolve_headers,
 )
+from segmentation.prepared import FEATURE_PREFIX
 from segmentation.reading import detect_separator
 from segmentation.schema import CATEGORY_SEPARATOR, ID, LINE, ColumnSpec, TableSchema
 from segmentation.spark.io import first_line
