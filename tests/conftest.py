@@ -18,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from segmentation import prepare
+from segmentation import images, prepare
 from segmentation.cli import main
 from segmentation.config import Scaling
 from segmentation.schema import ColumnSpec, TableSchema
@@ -90,6 +90,20 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["XDG_CACHE_HOME"]
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def charts_drawn_in_process() -> Iterator[None]:
+    """The runs of the session draw their charts in the test process, not in worker processes.
+
+    Each worker starts vl-convert's JavaScript engine, at every run: about 3 s of CPU, more than
+    the tests' small charts take to draw. In the test process it starts once. test_visualize
+    checks that workers draw the same bytes, and the runs test_faults starts as processes of their
+    own draw in workers.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(images, "MAX_WORKERS", 1)
+        yield
 
 
 MakeBlobs = Callable[..., pl.DataFrame]
