@@ -324,3 +324,97 @@ def copy_project(
 def write_variant() -> Callable[[Path, str, dict[str, Any]], Path]:
     """Factory: `write_variant(root, name, {section: {key: value}})` -> a changed copy of the config."""
     return _write_variant
+
+
+# --- the shipped configs on their pinned data, shared by the end-to-end and browser tests --------
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+"""Where CI keeps the data sets, beside the checkout (.ci/run copies them to data/raw/ too)."""
+
+
+def pinned_data(config: Path, shared_name: str) -> Path:
+    """The data file a shipped config pins; the test that needs it is skipped when it is absent.
+
+    Parameters
+    ----------
+    config
+        The shipped config (config.yaml or one of examples/).
+    shared_name
+        The file's name in ../shared/data/.
+
+    Returns
+    -------
+    Path
+        ../shared/data/`shared_name` beside the checkout if it is there, else the config's
+        `data.path` in the checkout (data/raw/), where `make data CONFIG=<config>` downloads the
+        file and checks its SHA-256.
+    """
+    relative = yaml.safe_load(config.read_text(encoding="utf-8"))["data"]["path"]
+    for candidate in (SHARED_DATA / shared_name, ROOT / relative):
+        if candidate.is_file():
+            return candidate
+    pytest.skip(
+        f"{SHARED_DATA / shared_name} is absent, and so is {relative} "
+        f"(make data CONFIG={config.relative_to(ROOT)} downloads it)"
+    )
+
+
+@dataclass(frozen=True)
+class ShippedRun:
+    """`segment run` of a shipped config on its pinned data, in a folder of its own.
+
+    Shared by every test of the session: read it, never change it.
+    """
+
+    root: Path
+    result: Result
+    config: dict[str, Any]
+    """The config as the file has it."""
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "artifacts" / "latest"
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.folder / name).read_text(encoding="utf-8"))
+
+
+def _run_shipped(root: Path, config: Path, shared_name: str) -> ShippedRun:
+    """Copy a shipped config and its data into `root` (no download) and run it there."""
+    data = pinned_data(config, shared_name)
+    relative = config.relative_to(ROOT)
+    text = config.read_text(encoding="utf-8")
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    (root / relative).write_text(text, encoding="utf-8")
+    parsed = yaml.safe_load(text)
+    raw = root / parsed["data"]["path"]
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data, raw)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = _invoke("run", "--config", relative.as_posix())
+    return ShippedRun(root=root, result=result, config=parsed)
+
+
+@pytest.fixture(scope="session")
+def mall_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
+    """config.yaml on the Mall Customers file."""
+    return _run_shipped(tmp_path_factory.mktemp("mall"), ROOT / "config.yaml", "Mall_Customers.csv")
+
+
+@pytest.fixture(scope="session")
+def cc_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
+    """examples/cc_general.yaml on the credit-card customers file."""
+    return _run_shipped(
+        tmp_path_factory.mktemp("cc"),
+        ROOT / "examples" / "cc_general.yaml",
+        "cc_general/CC GENERAL.csv",
+    )
+
+
+@pytest.fixture(scope="session")
+def cdnow_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
+    """examples/cdnow.yaml on the CDNOW purchase log."""
+    return _run_shipped(
+        tmp_path_factory.mktemp("cdnow"), ROOT / "examples" / "cdnow.yaml", "cdnow/CDNOW_master.txt"
+    )
