@@ -330,6 +330,8 @@ def write_variant() -> Callable[[Path, str, dict[str, Any]], Path]:
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 """Where CI keeps the data sets, beside the checkout (.ci/run copies them to data/raw/ too)."""
+REQUIRE_DATA = "SEGMENTATION_REQUIRE_DATA"
+"""Set (the GitHub workflow does), a missing data set fails the tests that need it: no skip."""
 
 
 def pinned_data(config: Path, shared_name: str) -> Path:
@@ -347,16 +349,20 @@ def pinned_data(config: Path, shared_name: str) -> Path:
     Path
         ../shared/data/`shared_name` beside the checkout if it is there, else the config's
         `data.path` in the checkout (data/raw/), where `make data CONFIG=<config>` downloads the
-        file and checks its SHA-256.
+        file and checks its SHA-256. When neither is there, the test is skipped, or fails if
+        SEGMENTATION_REQUIRE_DATA is set.
     """
     relative = yaml.safe_load(config.read_text(encoding="utf-8"))["data"]["path"]
     for candidate in (SHARED_DATA / shared_name, ROOT / relative):
         if candidate.is_file():
             return candidate
-    pytest.skip(
+    missing = (
         f"{SHARED_DATA / shared_name} is absent, and so is {relative} "
         f"(make data CONFIG={config.relative_to(ROOT)} downloads it)"
     )
+    if os.environ.get(REQUIRE_DATA):
+        pytest.fail(missing)
+    pytest.skip(missing)
 
 
 @dataclass(frozen=True)
