@@ -115,16 +115,29 @@ def segment_command() -> list[str]:
     return [str(script)]
 
 
-def start(root: Path, config: str, fault: str, **kwargs: Any) -> subprocess.Popen[str]:
+def start(
+    root: Path, config: str, fault: str, *, one_core: bool = True, **kwargs: Any
+) -> subprocess.Popen[str]:
     """`segment run --config CONFIG` in its own process, stopped by `fault` (SEGMENTATION_FAULT),
-    with Ctrl-C handled as Python does by default."""
+    with Ctrl-C handled as Python does by default.
+
+    The run may use one core only, unless `one_core` is false: like a run in a one-core container,
+    it then draws its charts in its own process, which spares the many runs of these tests the
+    start of drawing workers (seconds of CPU each).
+    """
+
+    def prepare() -> None:
+        # A test runner started in the background may ignore SIGINT; the run must not.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if one_core:
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
     return subprocess.Popen(
         [*segment_command(), "run", "--config", config],
         cwd=root,
         env={**os.environ, faults.VARIABLE: fault},
         text=True,
-        # A test runner started in the background may ignore SIGINT; the run must not.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=prepare,
         **kwargs,
     )
 
@@ -214,7 +227,7 @@ def test_the_readme_lists_every_point() -> None:
 
 # --- SIGKILL at every named point -----------------------------------------------------------------
 
-KILLS = (
+STAGE_KILLS = (
     "lock.held",
     "atomic.written",
     "customers.written",
@@ -225,6 +238,10 @@ KILLS = (
     "select-k.stored",
     "cluster.written",
     "cluster.stored",
+)
+"""Kills of a run that builds every stage, in the order it reaches the points: each killed run
+leaves its finished stages in the cache, so the next one gets as far as the next point."""
+COMPLETION_KILLS = (
     "visualize.written",
     "visualize.stored",
     "report.written",
@@ -232,69 +249,87 @@ KILLS = (
     "report.moved",
     "latest.linked",
 )
-"""Kills of one config's run, in the order a run reaches the points: each killed run leaves its
-finished stages in the cache, so the next one gets as far as the next point."""
+"""Kills of a run that builds the charts and the report, the same way: the last one comes after
+the version is complete, before `latest` is switched to it."""
 LATEST_KILLS = ("latest.linked:kill:2", "latest.switched:kill:2")
 """Kills while `latest` is switched (artifacts/ first, then reports/), each in a run of another
-config that only reruns the report, so that both links have to move."""
+config that only rebuilds the report, so that both links have to move."""
 
 
 def test_the_kills_cover_every_point() -> None:
-    assert {fault.split(":")[0] for fault in (*KILLS, *LATEST_KILLS)} == set(faults.POINTS)
+    kills = (*STAGE_KILLS, *COMPLETION_KILLS, *LATEST_KILLS)
+    assert {fault.split(":")[0] for fault in kills} == set(faults.POINTS)
 
 
-def check_after_kill(
-    root: Path, before: dict[str, tuple[str, int, int]], left_before: set[str]
-) -> set[str]:
-    """The checks after every kill; returns what the killed run left in staging."""
-    complete = check_store(root)
-    assert {k: v for k, v in file_states(root).items() if k in before} == before
-    left = staged(root)
-    assert not left & left_before, "the run after a killed one did not clear its staging"
-    # A report folder without its version: only the one that a kill between the two renames left.
-    assert len(report_folders(root) - set(complete)) <= 1
-    return left
+def kill_one_by_one(root: Path, config: str, points: tuple[str, ...]) -> None:
+    """Run `config` once for each point, killed there, checking the store after each kill: every
+    version that was there is untouched and whole, `latest` has not moved, and the next run has
+    cleared what the killed one left in staging."""
+    before = file_states(root)
+    previous = latest(root)
+    left: set[str] = set()
+    for point in points:
+        killed_at(root, config, point)
+        complete = check_store(root)
+        assert {k: v for k, v in file_states(root).items() if k in before} == before, point
+        assert latest(root) == previous, point
+        now = staged(root)
+        assert not now & left, f"{point}: the run did not clear the killed run's staging"
+        # Killed between taking the lock and linking `latest`, a run has a build under way.
+        assert bool(now) == (point not in ("lock.held", "latest.linked")), point
+        left = now
+        # A report folder without its version: only the one a kill between the renames leaves.
+        assert len(report_folders(root) - set(complete)) <= 1, point
 
 
-def test_runs_killed_at_every_named_point_leave_every_version_whole(
+def completes(root: Path, config: str) -> str:
+    """Run `config` to the end: its version is whole, `latest` points at it, staging is empty."""
+    version = built_version(invoke("run", "--config", config))
+    assert version in check_store(root)
+    assert latest(root) == (root / "reports" / "latest").resolve().name == version
+    assert staged(root) == set()
+    assert report_folders(root) == set(check_store(root))
+    return version
+
+
+def test_runs_killed_in_the_stages_leave_every_version_whole(
+    copy_project: Path, write_variant: WriteVariant
+) -> None:
+    # Another reference date: every stage runs, from customers on.
+    config = write_variant(copy_project, "later.yaml", {"data": {"as_of": "2026-06-30"}}).name
+    versions_before = check_store(copy_project)
+    kill_one_by_one(copy_project, config, STAGE_KILLS)
+    assert check_store(copy_project) == versions_before
+    completes(copy_project, config)
+
+
+def test_runs_killed_while_a_version_is_completed_leave_every_version_whole(
     copy_project: Path, write_variant: WriteVariant
 ) -> None:
     root = copy_project
-    before = file_states(root)
-    versions_before = check_store(root)
     previous = latest(root)
-    # Another reference date: every stage runs, from customers on.
-    config = write_variant(root, "later.yaml", {"data": {"as_of": "2026-06-30"}}).name
-    left: set[str] = set()
-    for point in KILLS:
-        killed_at(root, config, point)
-        left = check_after_kill(root, before, left)
-        assert latest(root) == previous, point
-        # Killed between taking the lock and linking `latest`: a build was under way.
-        assert bool(left) == (point not in ("lock.held", "latest.linked")), point
+    versions_before = check_store(root)
+    # Another chart height: the charts and the report are built, the rest comes from the cache.
+    config = write_variant(root, "tall.yaml", {"visualize": {"height": 210}}).name
+    kill_one_by_one(root, config, COMPLETION_KILLS)
     # The last kill came after the version was complete, before `latest` was switched to it.
-    assert len(set(check_store(root)) - set(versions_before)) == 1
+    (built,) = set(check_store(root)) - set(versions_before)
     for number, fault in enumerate(LATEST_KILLS):
         other = write_variant(root, f"title{number}.yaml", {"report": {"title": f"Title {number}"}})
         killed_at(root, other.name, fault)
-        left = check_after_kill(root, before, left)
-    # The first kill left artifacts/latest switched, reports/latest not; the second, both.
+        assert built in check_store(root)
+        assert staged(root) == set()
+    # The first left artifacts/latest switched and reports/latest not; the second switched both.
     assert latest(root) == (root / "reports" / "latest").resolve().name != previous
-    # The next runs complete: staging is cleared and `latest` is switched to each.
-    for name in (config, "title0.yaml"):
-        version = built_version(invoke("run", "--config", name))
-        assert version in check_store(root)
-        assert latest(root) == version
-        assert (root / "reports" / "latest").resolve().name == version
-    assert staged(root) == set()
-    assert report_folders(root) == set(check_store(root))
+    assert completes(root, config) == built
+    completes(root, "title0.yaml")
 
 
 # --- Ctrl-C at named points -----------------------------------------------------------------------
 
-INTERRUPTS = ("prepare.written", "report.moved", "latest.linked:interrupt:2")
-"""Ctrl-C while a stage builds, between the report's rename and the version's, and between the
-switch of artifacts/latest and that of reports/latest."""
+INTERRUPTS = ("report.written", "report.moved", "latest.linked:interrupt:2")
+"""Ctrl-C while a version is built (its report written in staging), between the report's rename and
+the version's, and between the switch of artifacts/latest and that of reports/latest."""
 
 
 def test_ctrl_c_at_named_points_exits_130_with_one_line_and_keeps_every_version(
@@ -303,7 +338,8 @@ def test_ctrl_c_at_named_points_exits_130_with_one_line_and_keeps_every_version(
     root = copy_project
     before = file_states(root)
     previous = latest(root)
-    config = write_variant(root, "sigint.yaml", {"scaling": "robust"}).name
+    # Another title: only the report is built again, the other stages come from the cache.
+    config = write_variant(root, "sigint.yaml", {"report": {"title": "Interrupted"}}).name
     for point in INTERRUPTS:
         fault = point if ":" in point else f"{point}:interrupt"
         process = start(root, config, fault, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -408,9 +444,15 @@ def test_two_runs_at_once_do_not_corrupt_each_other(
     before = file_states(root)
     first_config = write_variant(root, "first.yaml", {"visualize": {"width": 230}}).name
     second_config = write_variant(root, "second.yaml", {"scaling": "none"}).name
-    # The first run stops itself with its charts drawn in staging, holding the lock.
+    # The first run stops itself with its charts drawn in staging, holding the lock. It draws
+    # them in worker processes, as a run on several cores does.
     first = start(
-        root, first_config, "visualize.written:stop", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        root,
+        first_config,
+        "visualize.written:stop",
+        one_core=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_until_stopped(first)
