@@ -210,10 +210,8 @@ def make_project() -> Callable[..., Path]:
     return _make_project
 
 
-# --- a project with versions, shared by the version and cache tests ------------------------------
+# --- a project with versions, shared by the CLI, version, cache and fault tests -------------------
 
-SMALL_K = {"select_k": {"k_min": 2, "k_max": 4, "gap_references": 5, "bootstrap": 5}}
-"""A short k sweep keeps the full runs of these tests quick."""
 REPORT_LINE = re.compile(r"^Report: reports/(\w+)/index\.html$", re.M)
 
 
@@ -280,7 +278,7 @@ def versioned_project(
     tmp_path_factory: pytest.TempPathFactory, blobs4: pl.DataFrame
 ) -> VersionedProject:
     root = tmp_path_factory.mktemp("versioned")
-    _make_project(root, blobs4, SMALL_K)
+    _make_project(root, blobs4)
     _write_variant(root, "wide.yaml", {"visualize": {"width": 320}})
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
