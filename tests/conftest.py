@@ -18,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from segmentation import prepare
+from segmentation import images, prepare
 from segmentation.cli import main
 from segmentation.config import Scaling
 from segmentation.schema import ColumnSpec, TableSchema
@@ -90,6 +90,20 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["XDG_CACHE_HOME"]
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def charts_drawn_in_process() -> Iterator[None]:
+    """The runs of the session draw their charts in the test process, not in worker processes.
+
+    Each worker starts vl-convert's JavaScript engine, at every run: about 3 s of CPU, more than
+    the tests' small charts take to draw. In the test process it starts once. test_visualize
+    checks that workers draw the same bytes, and the runs test_faults starts as processes of their
+    own draw in workers.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(images, "MAX_WORKERS", 1)
+        yield
 
 
 MakeBlobs = Callable[..., pl.DataFrame]
@@ -197,10 +211,8 @@ def make_project() -> Callable[..., Path]:
     return _make_project
 
 
-# --- a project with versions, shared by the version and cache tests ------------------------------
+# --- a project with versions, shared by the CLI, version, cache and fault tests -------------------
 
-SMALL_K = {"select_k": {"k_min": 2, "k_max": 4, "gap_references": 5, "bootstrap": 5}}
-"""A short k sweep keeps the full runs of these tests quick."""
 REPORT_LINE = re.compile(r"^Report: reports/(\w+)/index\.html$", re.M)
 
 
@@ -290,7 +302,7 @@ def versioned_project(
     tmp_path_factory: pytest.TempPathFactory, blobs4: pl.DataFrame
 ) -> VersionedProject:
     root = tmp_path_factory.mktemp("versioned")
-    _make_project(root, blobs4, SMALL_K)
+    _make_project(root, blobs4)
     _write_variant(root, "wide.yaml", {"visualize": {"width": 320}})
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
@@ -338,3 +350,103 @@ def copy_project(
 def write_variant() -> Callable[[Path, str, dict[str, Any]], Path]:
     """Factory: `write_variant(root, name, {section: {key: value}})` -> a changed copy of the config."""
     return _write_variant
+
+
+# --- the shipped configs on their pinned data, shared by the end-to-end and browser tests --------
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+"""Where CI keeps the data sets, beside the checkout (.ci/run copies them to data/raw/ too)."""
+REQUIRE_DATA = "SEGMENTATION_REQUIRE_DATA"
+"""Set (the GitHub workflow does), a missing data set fails the tests that need it: no skip."""
+
+
+def pinned_data(config: Path, shared_name: str) -> Path:
+    """The data file a shipped config pins; the test that needs it is skipped when it is absent.
+
+    Parameters
+    ----------
+    config
+        The shipped config (config.yaml or one of examples/).
+    shared_name
+        The file's name in ../shared/data/.
+
+    Returns
+    -------
+    Path
+        ../shared/data/`shared_name` beside the checkout if it is there, else the config's
+        `data.path` in the checkout (data/raw/), where `make data CONFIG=<config>` downloads the
+        file and checks its SHA-256. When neither is there, the test is skipped, or fails if
+        SEGMENTATION_REQUIRE_DATA is set.
+    """
+    relative = yaml.safe_load(config.read_text(encoding="utf-8"))["data"]["path"]
+    for candidate in (SHARED_DATA / shared_name, ROOT / relative):
+        if candidate.is_file():
+            return candidate
+    missing = (
+        f"{SHARED_DATA / shared_name} is absent, and so is {relative} "
+        f"(make data CONFIG={config.relative_to(ROOT)} downloads it)"
+    )
+    if os.environ.get(REQUIRE_DATA):
+        pytest.fail(missing)
+    pytest.skip(missing)
+
+
+@dataclass(frozen=True)
+class ShippedRun:
+    """`segment run` of a shipped config on its pinned data, in a folder of its own.
+
+    Shared by every test of the session: read it, never change it.
+    """
+
+    root: Path
+    result: Result
+    config: dict[str, Any]
+    """The config as the file has it."""
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "artifacts" / "latest"
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.folder / name).read_text(encoding="utf-8"))
+
+
+def _run_shipped(root: Path, config: Path, shared_name: str) -> ShippedRun:
+    """Copy a shipped config and its data into `root` (no download) and run it there."""
+    data = pinned_data(config, shared_name)
+    relative = config.relative_to(ROOT)
+    text = config.read_text(encoding="utf-8")
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    (root / relative).write_text(text, encoding="utf-8")
+    parsed = yaml.safe_load(text)
+    raw = root / parsed["data"]["path"]
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(data, raw)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        result = _invoke("run", "--config", relative.as_posix())
+    return ShippedRun(root=root, result=result, config=parsed)
+
+
+@pytest.fixture(scope="session")
+def mall_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
+    """config.yaml on the Mall Customers file."""
+    return _run_shipped(tmp_path_factory.mktemp("mall"), ROOT / "config.yaml", "Mall_Customers.csv")
+
+
+@pytest.fixture(scope="session")
+def cc_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
+    """examples/cc_general.yaml on the credit-card customers file."""
+    return _run_shipped(
+        tmp_path_factory.mktemp("cc"),
+        ROOT / "examples" / "cc_general.yaml",
+        "cc_general/CC GENERAL.csv",
+    )
+
+
+@pytest.fixture(scope="session")
+def cdnow_run(tmp_path_factory: pytest.TempPathFactory) -> ShippedRun:
+    """examples/cdnow.yaml on the CDNOW purchase log."""
+    return _run_shipped(
+        tmp_path_factory.mktemp("cdnow"), ROOT / "examples" / "cdnow.yaml", "cdnow/CDNOW_master.txt"
+    )

@@ -1,9 +1,10 @@
 """The report in a real browser: headless Chromium with no network draws every chart, cleanly.
 
-Three reports: the Mall-shaped synthetic project, a small version of the credit-card example
-(examples/cc_general.yaml on the first 1,000 customers of the shared file: no categorical column,
-log1p money columns, names from the labels), and the CDNOW purchase log (examples/cdnow.yaml:
-RFM names and the R x F grid).
+Three reports, each from a run other tests read too: the Mall-shaped synthetic project (the
+versioned project's latest version), the credit-card example (examples/cc_general.yaml: no
+categorical column, log1p money columns, names from the labels) and the CDNOW purchase log
+(examples/cdnow.yaml: RFM names and the R x F grid), both on their pinned files as the end-to-end
+tests run them.
 """
 
 from __future__ import annotations
@@ -15,22 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pytest
-import yaml
-from click.testing import CliRunner
 
-from segmentation.cli import main
+if TYPE_CHECKING:
+    from conftest import ShippedRun, VersionedProject
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "reports" / "browser-test.png"
 """Kept after the run (git ignores reports/), for CI to publish."""
-CC_CSV = REPO.parent / "shared" / "data" / "cc_general" / "CC GENERAL.csv"
-CC_CONFIG = REPO / "examples" / "cc_general.yaml"
-CC_ROWS = 1_000
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
@@ -92,12 +90,8 @@ def _opened(report: Path, profile: Path, screenshot: Path) -> Iterator[tuple[obj
         driver.quit()
 
 
-def _run_project(root: Path) -> tuple[Path, list[str], int]:
-    """`segment run` in `root`: the report it writes, the segment names and the number of charts."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        result = CliRunner().invoke(main, ["run"])
-    assert result.exit_code == 0, result.output
+def _page_of(root: Path) -> tuple[Path, list[str], int]:
+    """The latest report of a project, its segment names and the number of charts it has."""
     folder = root / "artifacts" / "latest"
     names = pl.read_csv(folder / "segments.csv")["name"].to_list()
     charts = len(json.loads((folder / "charts" / "index.json").read_text(encoding="utf-8")))
@@ -106,14 +100,11 @@ def _run_project(root: Path) -> tuple[Path, list[str], int]:
 
 @pytest.fixture(scope="module")
 def page(
-    tmp_path_factory: pytest.TempPathFactory,
-    make_project: Callable[..., Path],
-    blobs4: pl.DataFrame,
+    tmp_path_factory: pytest.TempPathFactory, versioned_project: VersionedProject
 ) -> Iterator[Page]:
-    root = tmp_path_factory.mktemp("browser")
-    make_project(root, blobs4)
-    report, names, charts = _run_project(root)
-    with _opened(report, root / "chromium-profile", SCREENSHOT) as (driver, drawn_in):
+    report, names, charts = _page_of(versioned_project.root)
+    profile = tmp_path_factory.mktemp("browser") / "chromium-profile"
+    with _opened(report, profile, SCREENSHOT) as (driver, drawn_in):
         yield Page(driver, report, names, seconds_to_draw=drawn_in, charts=charts)
 
 
@@ -159,17 +150,26 @@ def test_every_segment_is_named_on_the_page(page: Page) -> None:
         assert name in text
 
 
+def _wait_until(page: Page, condition: Callable[[], bool], what: str) -> None:
+    """Wait for the page to reach a state (charts redraw after an event), failing after 10 s."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(page.driver, 10).until(lambda _driver: condition())
+    except TimeoutException:
+        pytest.fail(f"after 10 s: {what}")
+
+
 def test_picking_a_segment_fades_the_others(page: Page) -> None:
     faded = "return document.querySelectorAll('#figure-segments svg [opacity=\"0.12\"]').length"
     assert _js(page, faded) == 0
     _js(page, "document.querySelector('button[data-segment^=\"1 \"]').click()")
-    time.sleep(0.5)
     pressed = _js(page, "return document.querySelector('button[data-segment^=\"1 \"]').ariaPressed")
     assert pressed == "true"
-    assert int(str(_js(page, faded))) > 0
+    _wait_until(page, lambda: int(str(_js(page, faded))) > 0, "no other segment faded")
     _js(page, "document.querySelector('button[data-segment=\"\"]').click()")
-    time.sleep(0.5)
-    assert _js(page, faded) == 0
+    _wait_until(page, lambda: _js(page, faded) == 0, "the segments did not all come back")
 
 
 def test_charts_have_alternative_text(page: Page) -> None:
@@ -203,26 +203,18 @@ class CreditCardPage:
 
 
 @pytest.fixture(scope="module")
-def cc_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CreditCardPage]:
-    if not CC_CSV.is_file():
-        pytest.skip(f"{CC_CSV} is absent")
-    root = tmp_path_factory.mktemp("browser-cc")
-    config = yaml.safe_load(CC_CONFIG.read_text(encoding="utf-8"))
-    raw = root / config["data"]["path"]
-    raw.parent.mkdir(parents=True)
-    with CC_CSV.open(encoding="utf-8", newline="") as source:
-        head = [line for _, line in zip(range(CC_ROWS + 1), source, strict=False)]
-    raw.write_text("".join(head), encoding="utf-8", newline="")
-    # A cut of the pinned file: its own hash, no download; a quicker k sweep.
-    config["data"].update(url=None, sha256=None)
-    config["select_k"].update(k_max=5, bootstrap=5, gap_references=5)
-    config["cluster"]["n_init"] = 3
-    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    report, names, charts = _run_project(root)
-    by_name = {column["name"]: column for column in config["columns"]}
-    labels = [by_name[feature]["label"] for feature in config["features"]]
-    screenshot = root / "browser-test-cc.png"
-    with _opened(report, root / "chromium-profile", screenshot) as (driver, drawn_in):
+def cc_page(
+    tmp_path_factory: pytest.TempPathFactory, cc_run: ShippedRun
+) -> Iterator[CreditCardPage]:
+    assert cc_run.result.exit_code == 0, cc_run.result.output
+    report, names, charts = _page_of(cc_run.root)
+    by_name = {column["name"]: column for column in cc_run.config["columns"]}
+    labels = [by_name[feature]["label"] for feature in cc_run.config["features"]]
+    scratch = tmp_path_factory.mktemp("browser-cc")
+    with _opened(report, scratch / "chromium-profile", scratch / "browser-test-cc.png") as (
+        driver,
+        drawn_in,
+    ):
         page = Page(driver, report, names, seconds_to_draw=drawn_in, charts=charts)
         yield CreditCardPage(page=page, labels=labels)
 
@@ -293,8 +285,6 @@ def test_without_image_files_the_page_saves_a_chart_as_png_and_svg(
     assert svg.startswith("<svg") and "Elbow: inertia against k" in svg
 
 
-CDNOW_LOG = REPO.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
-CDNOW_CONFIG = REPO / "examples" / "cdnow.yaml"
 RFM_NAMES = {
     "Champions",
     "Loyal customers",
@@ -310,21 +300,11 @@ RFM_NAMES = {
 
 
 @pytest.fixture(scope="module")
-def cdnow_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
-    """The CDNOW purchase-log example (examples/cdnow.yaml) with a quicker k sweep."""
-    if not CDNOW_LOG.is_file():
-        pytest.skip(f"{CDNOW_LOG} is absent")
-    root = tmp_path_factory.mktemp("browser-cdnow")
-    config = yaml.safe_load(CDNOW_CONFIG.read_text(encoding="utf-8"))
-    raw = root / config["data"]["path"]
-    raw.parent.mkdir(parents=True)
-    shutil.copyfile(CDNOW_LOG, raw)
-    config["data"].update(url=None)
-    config["select_k"].update(k_max=5, bootstrap=5, gap_references=5)
-    config["cluster"] = {"n_init": 3}
-    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    report, names, charts = _run_project(root)
-    with _opened(report, root / "chromium-profile", root / "browser-test-cdnow.png") as (
+def cdnow_page(tmp_path_factory: pytest.TempPathFactory, cdnow_run: ShippedRun) -> Iterator[Page]:
+    assert cdnow_run.result.exit_code == 0, cdnow_run.result.output
+    report, names, charts = _page_of(cdnow_run.root)
+    scratch = tmp_path_factory.mktemp("browser-cdnow")
+    with _opened(report, scratch / "chromium-profile", scratch / "browser-test-cdnow.png") as (
         driver,
         drawn_in,
     ):

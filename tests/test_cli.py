@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pytest
@@ -17,6 +17,9 @@ import yaml
 from click.testing import CliRunner, Result
 
 from segmentation.cli import main
+
+if TYPE_CHECKING:
+    from conftest import VersionedProject
 
 DATA_FILES = (".parquet", ".csv", ".json")
 CHART_NAMES = (
@@ -58,6 +61,8 @@ class Project:
     version: str
     first_hashes: dict[str, str]
     first_version_id: str
+    latest: str
+    """The version of the project's last run."""
 
     @property
     def folder(self) -> Path:
@@ -68,30 +73,25 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(
-    tmp_path_factory: pytest.TempPathFactory,
-    make_project: Callable[..., Path],
-    blobs4: pl.DataFrame,
-) -> Project:
-    """One project folder, `segment run` twice in it (the only full runs of this module)."""
-    root = tmp_path_factory.mktemp("project")
-    make_project(root, blobs4)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        first = invoke("run")
-        match = re.search(r"Report: reports/(\w+)/index\.html", first.stdout)
-        assert match, first.output
-        version = match.group(1)
-        first_hashes = tree_hashes(root / "artifacts" / version)
-        second = invoke("run")
-    second_match = re.search(r"Report: reports/(\w+)/index\.html", second.stdout)
+def project(versioned_project: VersionedProject) -> Project:
+    """The versioned project (conftest): `segment run` twice, then once on another config.
+
+    Shared with other modules: these tests only read it (or a copy).
+    """
+    second = re.search(r"Report: reports/(\w+)/index\.html", versioned_project.rerun.stdout)
+    prefix = f"artifacts/{versioned_project.a}/"
     return Project(
-        root=root,
-        first=first,
-        second=second,
-        version=second_match.group(1) if second_match else "",
-        first_hashes=first_hashes,
-        first_version_id=version,
+        root=versioned_project.root,
+        first=versioned_project.first,
+        second=versioned_project.rerun,
+        version=second.group(1) if second else "",
+        first_hashes={
+            name.removeprefix(prefix): digest
+            for name, (digest, _, _) in versioned_project.a_after_first.items()
+            if name.startswith(prefix)
+        },
+        first_version_id=versioned_project.a,
+        latest=versioned_project.b,
     )
 
 
@@ -154,10 +154,10 @@ def test_run_writes_the_list_of_versions(project: Project) -> None:
 
 
 @pytest.mark.parametrize("folder", ["artifacts", "reports"])
-def test_latest_points_at_the_version(project: Project, folder: str) -> None:
+def test_latest_points_at_the_version_of_the_last_run(project: Project, folder: str) -> None:
     link = project.root / folder / "latest"
     assert link.is_symlink()
-    assert str(link.readlink()) == project.version
+    assert str(link.readlink()) == project.latest
 
 
 def test_k_selection_records_the_choice(project: Project) -> None:
@@ -270,7 +270,8 @@ def test_an_unfinished_version_does_not_break_the_list_of_versions(
     result = invoke("report")
     assert result.exit_code == 0, result.output
     html = Path("reports/index.html").read_text(encoding="utf-8")
-    assert html.count('<td><a href="') == 1
+    listed = re.findall(r'<td><a href="(\w+)/index\.html"', html)
+    assert sorted(listed) == sorted({project.version, project.latest})
 
 
 # --- assign -------------------------------------------------------------------------------------

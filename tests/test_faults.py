@@ -1,8 +1,9 @@
-"""Faults: runs killed at random points, Ctrl-C, a full disk, two runs at once.
+"""Faults: runs killed or interrupted at named points, a full disk, two runs at once.
 
-Whatever happens to a run, every complete version still matches its manifest byte for byte,
-`latest` points at a complete version, versions that were there before are untouched, and the
-next run completes.
+Runs are stopped where the pipeline says it is (`segmentation.faults`: SEGMENTATION_FAULT), never
+after a delay, so each test stops the run at the same place on any machine. Whatever happens to a
+run, every complete version still matches its manifest byte for byte, `latest` points at a
+complete version, versions that were there before are untouched, and the next run completes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import errno
 import hashlib
 import json
 import os
-import random
 import re
 import signal
 import subprocess
@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from segmentation import artifacts
+from segmentation import artifacts, faults
 from segmentation.artifacts import Workspace
 from segmentation.cli import main
+from segmentation.errors import ConfigError
+from segmentation.stages import STAGES
 
-SEED = 20261128
-SCALINGS = ("standard", "minmax", "robust", "none")
 INTERRUPTED = "interrupted: stopped by the user; complete versions are kept"
 BUSY = r"^error: \S+/artifacts: another run is using this folder; wait for it to finish$"
 REPORT_LINE = re.compile(r"^Report: reports/(\w+)/index\.html$", re.M)
@@ -115,30 +115,56 @@ def segment_command() -> list[str]:
     return [str(script)]
 
 
-def start(root: Path, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
-    """`segment ARGS` in its own process, with Ctrl-C handled as Python does by default."""
-    return subprocess.Popen(
-        [*segment_command(), *args],
-        cwd=root,
-        text=True,
+def start(
+    root: Path, config: str, fault: str, *, one_core: bool = True, **kwargs: Any
+) -> subprocess.Popen[str]:
+    """`segment run --config CONFIG` in its own process, stopped by `fault` (SEGMENTATION_FAULT),
+    with Ctrl-C handled as Python does by default.
+
+    The run may use one core only, unless `one_core` is false: like a run in a one-core container,
+    it then draws its charts in its own process, which spares the many runs of these tests the
+    start of drawing workers (seconds of CPU each).
+    """
+
+    def prepare() -> None:
         # A test runner started in the background may ignore SIGINT; the run must not.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if one_core:
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+    return subprocess.Popen(
+        [*segment_command(), "run", "--config", config],
+        cwd=root,
+        env={**os.environ, faults.VARIABLE: fault},
+        text=True,
+        preexec_fn=prepare,
         **kwargs,
     )
 
 
-def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the run ended early (exit {process.returncode})"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def killed_at(root: Path, config: str, fault: str) -> None:
+    """Run `config` in its own process, killed (SIGKILL) by `fault`; fail if it ends otherwise."""
+    process = start(root, config, fault, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == -signal.SIGKILL, f"{fault}: exit {process.returncode}\n{stderr}"
 
 
-def building(root: Path) -> Callable[[], bool]:
-    """True once a run holds the lock and builds a version (its staging folder exists)."""
-    staging = root / "artifacts" / ".staging"
-    return lambda: staging.is_dir() and any(staging.iterdir())
+def staged(root: Path) -> set[str]:
+    """What is in the staging folders (unfinished builds), as paths relative to `root`."""
+    return {
+        path.relative_to(root).as_posix()
+        for top in ("artifacts", "reports")
+        if (root / top / ".staging").is_dir()
+        for path in (root / top / ".staging").iterdir()
+    }
+
+
+def report_folders(root: Path) -> set[str]:
+    return {
+        folder.name
+        for folder in (root / "reports").iterdir()
+        if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith(".")
+    }
 
 
 def one_line(stderr: str, expected: str) -> None:
@@ -148,105 +174,192 @@ def one_line(stderr: str, expected: str) -> None:
     assert sum(line.startswith(("error:", "interrupted:")) for line in lines) == 1, stderr
 
 
-# --- SIGKILL at random points -------------------------------------------------------------------
+# --- the fault points themselves ------------------------------------------------------------------
 
 
-def test_runs_killed_at_random_points_leave_every_version_whole(
-    copy_project: Path, write_variant: WriteVariant
+def test_every_stage_has_its_points() -> None:
+    written = {f"{stage}.written" for stage in STAGES}
+    stored = {f"{stage}.stored" for stage in STAGES if stage != "report"}
+    assert written | stored <= set(faults.POINTS)
+    assert len(set(faults.POINTS)) == len(faults.POINTS)
+
+
+def test_a_point_the_list_does_not_name_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match=r"^nowhere: not one of segmentation\.faults\.POINTS$"):
+        faults.reach("nowhere")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("prepare.writen", r"unknown point 'prepare\.writen'; one of lock\.held, "),
+        ("prepare.written:explode", r"unknown action 'explode'; one of kill, interrupt, stop$"),
+        ("prepare.written:kill:0", r"'0' is not a positive count$"),
+        ("prepare.written:kill:two", r"'two' is not a positive count$"),
+    ],
+)
+def test_a_malformed_fault_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
 ) -> None:
-    root = copy_project
-    before = file_states(root)
-    versions_before = check_store(root)
-    rng = random.Random(SEED)
-    # Five kills at random times, stratified so that they spread over a run. Three runs change
-    # the scaling, so they build from prepare on (killed in the early stages); two change a chart
-    # setting, so they reuse the cached stages (killed in the charts, the report or the switch).
-    plan = [("scaling", rng.uniform(low, low + 0.77)) for low in (0.3, 1.07, 1.84)]
-    plan += [("charts", rng.uniform(low, low + 1.4)) for low in (0.4, 1.8)]
-    rng.shuffle(plan)
-    kills: list[float] = []
-    config = root / "config.yaml"
-    for attempt in range(12):
-        if len(kills) >= 5:
-            break
-        # A run that finished before its time was up is replaced by one more attempt.
-        kind, delay = plan[attempt] if attempt < len(plan) else ("charts", rng.uniform(0.4, 3.2))
-        overrides: dict[str, Any] = (
-            {"scaling": SCALINGS[1 + attempt % 3], "cluster": {"seed": 100 + attempt}}
-            if kind == "scaling"
-            else {"visualize": {"width": 210 + attempt}}
-        )
-        config = write_variant(root, f"kill{attempt}.yaml", overrides)
-        process = start(
-            root,
-            "run",
-            "--config",
-            config.name,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            process.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            kills.append(delay)
-        complete = check_store(root)
-        assert set(versions_before) <= set(complete)
-        assert {k: v for k, v in file_states(root).items() if k in before} == before
-    assert len(kills) >= 5, kills
-    assert any((root / "artifacts" / ".staging").iterdir()), "no kill interrupted a build"
-    # The next run completes, from whatever the killed runs left behind.
-    version = built_version(invoke("run", "--config", config.name))
-    assert version in check_store(root)
-    assert latest(root) == version
+    monkeypatch.setenv(faults.VARIABLE, value)
+    with pytest.raises(ConfigError, match=rf"^SEGMENTATION_FAULT={re.escape(value)}: {expected}"):
+        faults.planned()
 
 
-# --- Ctrl-C -------------------------------------------------------------------------------------
-
-
-def test_ctrl_c_exits_130_with_one_line_and_keeps_every_version(
-    copy_project: Path, write_variant: WriteVariant
-) -> None:
-    root = copy_project
-    before = file_states(root)
-    previous = latest(root)
-    config = write_variant(root, "sigint.yaml", {"scaling": "robust"})
-    process = start(
-        root, "run", "--config", config.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    wait_for(building(root), process, timeout=60)
-    time.sleep(random.Random(SEED).uniform(0.0, 1.0))
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    one_line(stderr, f"^{INTERRUPTED}$")
-    assert stdout == ""
-    check_store(root)
-    assert latest(root) == previous
-    assert {k: v for k, v in file_states(root).items() if k in before} == before
-    assert not any((root / "artifacts" / ".staging").iterdir())  # the unfinished build is gone
-    runs = (root / "artifacts" / "runs.jsonl").read_text(encoding="utf-8").splitlines()
-    assert json.loads(runs[-1])["failed"] is not None
-
-
-def test_ctrl_c_in_process_exits_130(
+def test_a_run_refuses_an_unknown_point_before_it_builds_anything(
     copy_project: Path, write_variant: WriteVariant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    before = file_states(copy_project)
+    config = write_variant(copy_project, "other.yaml", {"scaling": "robust"})
+    monkeypatch.setenv(faults.VARIABLE, "nowhere")
+    result = invoke("run", "--config", config.name)
+    assert result.exit_code == 2, result.output
+    one_line(result.stderr, r"^error: SEGMENTATION_FAULT=nowhere: unknown point 'nowhere'; ")
+    assert file_states(copy_project) == before
+    assert staged(copy_project) == set()
+
+
+def test_the_readme_lists_every_point() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert faults.VARIABLE in readme
+    assert [point for point in faults.POINTS if f"`{point}`" not in readme] == []
+
+
+# --- SIGKILL at every named point -----------------------------------------------------------------
+
+STAGE_KILLS = (
+    "lock.held",
+    "atomic.written",
+    "customers.written",
+    "customers.stored",
+    "prepare.written",
+    "prepare.stored",
+    "select-k.written",
+    "select-k.stored",
+    "cluster.written",
+    "cluster.stored",
+)
+"""Kills of a run that builds every stage, in the order it reaches the points: each killed run
+leaves its finished stages in the cache, so the next one gets as far as the next point."""
+COMPLETION_KILLS = (
+    "visualize.written",
+    "visualize.stored",
+    "report.written",
+    "manifest.written",
+    "report.moved",
+    "latest.linked",
+)
+"""Kills of a run that builds the charts and the report, the same way: the last one comes after
+the version is complete, before `latest` is switched to it."""
+LATEST_KILLS = ("latest.linked:kill:2", "latest.switched:kill:2")
+"""Kills while `latest` is switched (artifacts/ first, then reports/), each in a run of another
+config that only rebuilds the report, so that both links have to move."""
+
+
+def test_the_kills_cover_every_point() -> None:
+    kills = (*STAGE_KILLS, *COMPLETION_KILLS, *LATEST_KILLS)
+    assert {fault.split(":")[0] for fault in kills} == set(faults.POINTS)
+
+
+def kill_one_by_one(root: Path, config: str, points: tuple[str, ...]) -> None:
+    """Run `config` once for each point, killed there, checking the store after each kill: every
+    version that was there is untouched and whole, `latest` has not moved, and the next run has
+    cleared what the killed one left in staging."""
+    before = file_states(root)
+    previous = latest(root)
+    left: set[str] = set()
+    for point in points:
+        killed_at(root, config, point)
+        complete = check_store(root)
+        assert {k: v for k, v in file_states(root).items() if k in before} == before, point
+        assert latest(root) == previous, point
+        now = staged(root)
+        assert not now & left, f"{point}: the run did not clear the killed run's staging"
+        # Killed between taking the lock and linking `latest`, a run has a build under way.
+        assert bool(now) == (point not in ("lock.held", "latest.linked")), point
+        left = now
+        # A report folder without its version: only the one a kill between the renames leaves.
+        assert len(report_folders(root) - set(complete)) <= 1, point
+
+
+def completes(root: Path, config: str) -> str:
+    """Run `config` to the end: its version is whole, `latest` points at it, staging is empty."""
+    version = built_version(invoke("run", "--config", config))
+    assert version in check_store(root)
+    assert latest(root) == (root / "reports" / "latest").resolve().name == version
+    assert staged(root) == set()
+    assert report_folders(root) == set(check_store(root))
+    return version
+
+
+def test_runs_killed_in_the_stages_leave_every_version_whole(
+    copy_project: Path, write_variant: WriteVariant
+) -> None:
+    # Another reference date: every stage runs, from customers on.
+    config = write_variant(copy_project, "later.yaml", {"data": {"as_of": "2026-06-30"}}).name
+    versions_before = check_store(copy_project)
+    kill_one_by_one(copy_project, config, STAGE_KILLS)
+    assert check_store(copy_project) == versions_before
+    completes(copy_project, config)
+
+
+def test_runs_killed_while_a_version_is_completed_leave_every_version_whole(
+    copy_project: Path, write_variant: WriteVariant
+) -> None:
     root = copy_project
     previous = latest(root)
-    config = write_variant(root, "interrupt.yaml", {"scaling": "robust"})
+    versions_before = check_store(root)
+    # Another chart height: the charts and the report are built, the rest comes from the cache.
+    config = write_variant(root, "tall.yaml", {"visualize": {"height": 210}}).name
+    kill_one_by_one(root, config, COMPLETION_KILLS)
+    # The last kill came after the version was complete, before `latest` was switched to it.
+    (built,) = set(check_store(root)) - set(versions_before)
+    for number, fault in enumerate(LATEST_KILLS):
+        other = write_variant(root, f"title{number}.yaml", {"report": {"title": f"Title {number}"}})
+        killed_at(root, other.name, fault)
+        assert built in check_store(root)
+        assert staged(root) == set()
+    # The first left artifacts/latest switched and reports/latest not; the second switched both.
+    assert latest(root) == (root / "reports" / "latest").resolve().name != previous
+    assert completes(root, config) == built
+    completes(root, "title0.yaml")
 
-    def interrupted(target: Path, frame: Any) -> None:
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(artifacts, "write_parquet", interrupted)
-    result = invoke("run", "--config", config.name)
-    assert result.exit_code == 130
-    one_line(result.stderr, f"^{INTERRUPTED}$")
-    check_store(root)
-    assert latest(root) == previous
-    assert not any((root / "artifacts" / ".staging").iterdir())
+# --- Ctrl-C at named points -----------------------------------------------------------------------
+
+INTERRUPTS = ("report.written", "report.moved", "latest.linked:interrupt:2")
+"""Ctrl-C while a version is built (its report written in staging), between the report's rename and
+the version's, and between the switch of artifacts/latest and that of reports/latest."""
+
+
+def test_ctrl_c_at_named_points_exits_130_with_one_line_and_keeps_every_version(
+    copy_project: Path, write_variant: WriteVariant
+) -> None:
+    root = copy_project
+    before = file_states(root)
+    previous = latest(root)
+    # Another title: only the report is built again, the other stages come from the cache.
+    config = write_variant(root, "sigint.yaml", {"report": {"title": "Interrupted"}}).name
+    for point in INTERRUPTS:
+        fault = point if ":" in point else f"{point}:interrupt"
+        process = start(root, config, fault, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 130, f"{fault}: exit {process.returncode}\n{stderr}"
+        one_line(stderr, f"^{INTERRUPTED}$")
+        assert stdout == ""
+        complete = check_store(root)
+        assert {k: v for k, v in file_states(root).items() if k in before} == before
+        assert staged(root) == set(), "an interrupted run clears its own staging"
+        runs = (root / "artifacts" / "runs.jsonl").read_text(encoding="utf-8").splitlines()
+        assert json.loads(runs[-1])["failed"] is not None
+        if point != INTERRUPTS[-1]:
+            assert latest(root) == previous
+    # The last one had completed the version and switched artifacts/latest, not reports/latest.
+    assert latest(root) in complete
+    assert (root / "reports" / "latest").resolve().name == previous
+    version = built_version(invoke("run", "--config", config))
+    assert latest(root) == (root / "reports" / "latest").resolve().name == version
+    assert report_folders(root) == set(check_store(root))
 
 
 # --- a full disk --------------------------------------------------------------------------------
@@ -329,29 +442,44 @@ def test_two_runs_at_once_do_not_corrupt_each_other(
 ) -> None:
     root = copy_project
     before = file_states(root)
-    # The first run reuses the cached stages and redraws the charts: a few seconds with the lock.
-    first_config = write_variant(root, "first.yaml", {"visualize": {"width": 230}})
-    second_config = write_variant(root, "second.yaml", {"scaling": "none"})
+    first_config = write_variant(root, "first.yaml", {"visualize": {"width": 230}}).name
+    second_config = write_variant(root, "second.yaml", {"scaling": "none"}).name
+    # The first run stops itself with its charts drawn in staging, holding the lock. It draws
+    # them in worker processes, as a run on several cores does.
     first = start(
-        root, "run", "--config", first_config.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    wait_for(building(root), first, timeout=60)
-    second = start(
         root,
-        "run",
-        "--config",
-        second_config.name,
+        first_config,
+        "visualize.written:stop",
+        one_core=False,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    _, second_err = second.communicate(timeout=60)
-    assert first.poll() is None, "the first run ended before the second tried the lock"
-    assert second.returncode == 6, second_err
-    one_line(second_err, BUSY)
-    first_out, first_err = first.communicate(timeout=120)
+    try:
+        wait_until_stopped(first)
+        second = start(root, second_config, "", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, second_err = second.communicate(timeout=300)
+        assert second.returncode == 6, second_err
+        one_line(second_err, BUSY)
+        assert staged(root), "the stopped run's build is still there"
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first_out, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err
     match = REPORT_LINE.search(first_out)
     assert match, first_out
     assert latest(root) == match.group(1)
     assert match.group(1) in check_store(root)
     assert {k: v for k, v in file_states(root).items() if k in before} == before
+
+
+def wait_until_stopped(process: subprocess.Popen[str], timeout: float = 300) -> None:
+    """Wait for `process` to stop itself (SIGSTOP); fail if it ends instead or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # WNOHANG | WUNTRACED reports a stopped child without reaping it.
+        pid, status = os.waitpid(process.pid, os.WNOHANG | os.WUNTRACED)
+        if pid and os.WIFSTOPPED(status):
+            return
+        assert pid == 0, f"the run ended before its fault point (wait status {status})"
+        time.sleep(0.05)
+    pytest.fail("the run did not reach its fault point")

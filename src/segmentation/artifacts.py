@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from segmentation import __version__
+from segmentation import __version__, faults
 from segmentation.errors import BusyError
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ def exclusive(workspace: Workspace) -> Iterator[None]:
                 f"{workspace.artifacts}: another run is using this folder; wait for it to finish"
             ) from None
         try:
+            faults.reach("lock.held")
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -325,6 +326,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        faults.reach("atomic.written")
         temporary.chmod(0o644)
         temporary.replace(target)
     finally:
@@ -382,7 +384,9 @@ def point_latest(folder: Path, version: str) -> None:
     temporary = folder / f".{LATEST}.{os.getpid()}.tmp"
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(version, target_is_directory=True)
+    faults.reach("latest.linked")
     temporary.replace(link)
+    faults.reach("latest.switched")
 
 
 def output_hashes(folder: Path, names: tuple[str, ...] | None = None) -> dict[str, str]:

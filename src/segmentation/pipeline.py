@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from segmentation import artifacts, runs, stages, stamps, versions
+from segmentation import artifacts, faults, runs, stages, stamps, versions
 from segmentation.artifacts import Workspace
 from segmentation.catalog import Catalog
 from segmentation.config import Config, load_config, locate
@@ -314,8 +314,10 @@ def _execute(
                 )
             else:
                 summary = STAGES[stage].run(context)
+                faults.reach(f"{stage}.written")
                 if stage != "report":
                     _store(run, stage, staging)
+                    faults.reach(f"{stage}.stored")
                 outcome = StageOutcome(stage, "ran", time.perf_counter() - start, summary)
             result.outcomes.append(outcome)
             on_stage(outcome)
@@ -324,6 +326,7 @@ def _execute(
         else:
             manifest = _manifest(run, staging, report_staging, result.outcomes, git)
             artifacts.write_json(staging / artifacts.MANIFEST, manifest)
+            faults.reach("manifest.written")
             versions.complete(run.workspace, run.version, staging, report_staging)
             result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
             versions.publish(run.workspace, run.version)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segmentation import artifacts
+from segmentation import artifacts, faults
 from segmentation.artifacts import Workspace
 from segmentation.catalog import Catalog
 from segmentation.errors import ConfigError, DataError
@@ -60,6 +60,7 @@ def complete(workspace: Workspace, version: str, staging: Path, report_staging: 
         shutil.rmtree(report_dir)  # a report whose version never completed
     workspace.reports.mkdir(parents=True, exist_ok=True)
     artifacts.move_into_place(report_staging, report_dir)
+    faults.reach("report.moved")
     artifacts.move_into_place(staging, version_dir)
     record(workspace, version)
 
