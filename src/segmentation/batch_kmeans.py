@@ -3,8 +3,8 @@
 Each fit is the one `kmeans.fit_kmeans` makes with scikit-learn for the Lloyd algorithm: greedy
 k-means++ seeding (2 + ln k candidates a step), Lloyd's iterations with scikit-learn's stopping
 rule, and the lowest inertia of `n_init` starts. Here every start of every data set runs in the
-same array operations: a bootstrap makes thousands of fits of a few hundred rows, on which
-scikit-learn's per-call work costs more than the fitting itself.
+same array operations: a bootstrap makes thousands of fits (resamples x k x starts), and on a few
+hundred rows scikit-learn's per-call work costs more than the fitting itself.
 
 A data set is given as distinct rows with weights (how often each row occurs): k-means++ then
 draws each row with the same probability as among the repeated rows, and the centres and inertia
@@ -201,7 +201,7 @@ def _lloyd(
     work_lifted, work_weighted, work_centres = lifted, weighted, centres
     labels = _cross(work_lifted, work_centres).argmin(axis=2)
     totals = _totals(work_weighted, labels, k)
-    changed = live
+    changed = np.ones(len(run), dtype=bool)  # the first labels follow no earlier ones
     for _ in range(max_iter):
         moved = _centres(totals, work_centres)
         shift = ((moved - work_centres) ** 2).sum(axis=(1, 2))
