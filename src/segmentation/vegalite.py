@@ -33,10 +33,12 @@ def field(name: str, kind: str, **properties: Any) -> Spec:
 
 
 def quantitative(name: str, **properties: Any) -> Spec:
+    """An encoding of a number field."""
     return field(name, "quantitative", **properties)
 
 
 def nominal(name: str, **properties: Any) -> Spec:
+    """An encoding of a category field."""
     return field(name, "nominal", **properties)
 
 
@@ -65,6 +67,7 @@ def _shared_data(charts: tuple[Spec, ...]) -> tuple[Spec | None, list[Spec]]:
 
 
 def _composed(key: str, charts: tuple[Spec, ...], properties: Spec) -> Spec:
+    """`charts` composed under `key`, their common data (if any) moved up to the result."""
     data, children = _shared_data(charts)
     spec: Spec = {key: children, **properties}
     if data is not None:
@@ -73,14 +76,17 @@ def _composed(key: str, charts: tuple[Spec, ...], properties: Spec) -> Spec:
 
 
 def layer(*charts: Spec, **properties: Any) -> Spec:
+    """Charts drawn over one another."""
     return _composed("layer", charts, properties)
 
 
 def hconcat(*charts: Spec, **properties: Any) -> Spec:
+    """Charts side by side."""
     return _composed("hconcat", charts, properties)
 
 
 def vconcat(*charts: Spec, **properties: Any) -> Spec:
+    """Charts one above the other."""
     return _composed("vconcat", charts, properties)
 
 
@@ -140,11 +146,24 @@ def _lifted_selections(spec: Spec) -> list[Spec]:
 
 
 def _selections(view: Spec) -> list[Spec]:
+    """The view's selection parameters (those with `select`)."""
     return [param for param in view.get("params", []) if "select" in param]
 
 
 def top_level(spec: Spec) -> Spec:
-    """The complete spec: its data in named datasets, its selections declared at the top."""
+    """The complete spec as it is saved, with its data in named datasets.
+
+    Parameters
+    ----------
+    spec : dict
+        A chart built from these blocks, with its data inline; it is left unchanged.
+
+    Returns
+    -------
+    dict
+        The chart with `$schema`, the default view size, each distinct data set once under
+        `datasets` (named by its content) and its selections declared at the top.
+    """
     datasets: dict[str, list[Any]] = {}
     named: Spec = _named_datasets(spec, datasets)
     selections = _lifted_selections(named)

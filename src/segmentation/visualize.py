@@ -38,6 +38,7 @@ PICK = {
 }
 HIGHLIGHTED = f"{HIGHLIGHT} === null || datum.segment === {HIGHLIGHT}"
 KNEE_COLOR = "#ff7f0e"
+K_AXIS = vl.quantitative("k", title="Number of segments k", axis={"tickMinStep": 1})
 
 
 # Where each chart belongs in the report, and its alternative text.
@@ -128,10 +129,8 @@ def _sample(frame: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
     )
 
 
-K_AXIS = vl.quantitative("k", title="Number of segments k", axis={"tickMinStep": 1})
-
-
 def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Spec:
+    """Inertia against k, the knee (if any) and the chosen k marked."""
     candidates = vl.values(pl.DataFrame(k_selection["candidates"]).select("k", "inertia"))
     inertia = vl.quantitative("inertia", title="Inertia (within-segment sum of squares)")
     layers = [
@@ -169,6 +168,7 @@ def elbow_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Spec:
 
 
 def _chosen_rule(chosen_k: int) -> vl.Spec:
+    """A dashed red line at the chosen k."""
     return vl.unit(
         {"values": [{"k": chosen_k}]},
         "rule",
@@ -178,6 +178,7 @@ def _chosen_rule(chosen_k: int) -> vl.Spec:
 
 
 def criteria_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Spec:
+    """Silhouette, Calinski-Harabasz and Davies-Bouldin against k, side by side."""
     candidates = pl.DataFrame(k_selection["candidates"]).filter(pl.col("silhouette").is_not_null())
     panels = []
     for column, title, better in (
@@ -833,6 +834,7 @@ def categories_chart(
 
 
 def sizes_chart(segments: pl.DataFrame, size: VisualizeConfig) -> vl.Spec:
+    """The customers in each segment, with their share."""
     rows = _labelled(segments.select("segment_id", "size", "share"), segments).with_columns(
         (
             pl.col("size").cast(pl.String)
