@@ -603,7 +603,7 @@ select_k:
   # Reference data sets for the gap statistic.
   gap_references: 20
   # Bootstrap resamples for the stability criterion.
-  bootstrap: 50
+  bootstrap: 25
   # Above this many customers the criteria are computed on a seeded random sample of this size;
   # the final model is still fitted on every customer.
   sample_size: 5000
