@@ -119,9 +119,8 @@ def test_an_over_split_grouping_has_unstable_segments() -> None:
     assert min(selection["stability"]["per_segment_jaccard"].values()) < 0.85
 
 
-def test_every_resample_is_fitted_with_the_starts_of_the_full_data_fit(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def starts_of_each_batch_fit(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Collects `cluster.n_init` of every `best_of_starts` call select-k makes."""
     starts: list[int] = []
 
     def spy(
@@ -131,15 +130,26 @@ def test_every_resample_is_fitted_with_the_starts_of_the_full_data_fit(
         return best_of_starts(sets, k, cluster, rngs)
 
     monkeypatch.setattr(select_k, "best_of_starts", spy)
-    evaluate(
-        blobs(3),
-        blobs(3),
-        SelectKConfig(k_min=2, k_max=4, gap_references=3, bootstrap=3),
-        ClusterConfig(n_init=7),
-        progress=silent,
-    )
+    return starts
+
+
+def test_every_resample_is_fitted_with_the_starts_of_the_full_data_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    starts = starts_of_each_batch_fit(monkeypatch)
+    cluster = ClusterConfig(n_init=7)
+    _, labels = select_k.sweep(blobs(3), range(2, 5), cluster)
+    select_k.bootstrap_stability(blobs(3), labels, cluster, resamples=3)
     assert starts
     assert set(starts) == {7}
+
+
+def test_every_gap_reference_is_fitted_with_one_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    starts = starts_of_each_batch_fit(monkeypatch)
+    candidates, _ = select_k.sweep(blobs(3), range(2, 5), ClusterConfig(n_init=7))
+    select_k.gap_statistic(blobs(3), candidates, ClusterConfig(n_init=7), references=3)
+    assert starts
+    assert set(starts) == {1}
 
 
 @pytest.mark.parametrize(

@@ -214,26 +214,41 @@ def gap_statistic(
     done: Done = _ignore,
     n_jobs: int | None = None,
 ) -> list[Candidate]:
-    """Add gap(k) = E*[log W_k] - log W_k and its standard error s_k = sd_k * sqrt(1 + 1/B)."""
+    """Add gap(k) = E*[log W_k] - log W_k and its standard error s_k = sd_k * sqrt(1 + 1/B).
+
+    Each reference set is clustered with one k-means++ start, as R's clusGap does, and all of a
+    k's references at once (`batch_kmeans.best_of_starts`).
+    """
     reference = reference_sets(matrix, references, cluster.seed)
     cluster = single_start(cluster)
+    unweighted = [Weighted(points=data, weights=np.ones(len(data))) for data in reference]
 
-    def task(b: int, k: int) -> Callable[[], float]:
-        def run() -> float:
+    def task(k: int, batch: range) -> Callable[[], list[float]]:
+        def run() -> list[float]:
             started = time.perf_counter()
-            inertia = (
-                _total_inertia(reference[b])
-                if k == 1
-                else fit_kmeans(reference[b], k, cluster).inertia
-            )
-            done(k, time.perf_counter() - started, 1)
-            return float(np.log(inertia))
+            if k == 1:
+                inertias = [_total_inertia(reference[b]) for b in batch]
+            else:
+                fits = best_of_starts(
+                    [unweighted[b] for b in batch],
+                    k,
+                    cluster,
+                    [np.random.default_rng([cluster.seed, GAP_STREAM, b, k]) for b in batch],
+                )
+                inertias = [
+                    fit_from_labels(reference[b], labels, k).inertia
+                    for b, labels in zip(batch, fits, strict=True)
+                ]
+            done(k, time.perf_counter() - started, len(batch))
+            return [float(np.log(inertia)) for inertia in inertias]
 
         return run
 
     ks = [c.k for c in candidates]
-    logs = _parallel([task(b, k) for b in range(references) for k in ks], workers(matrix, n_jobs))
-    table = np.asarray(logs).reshape(references, len(ks))
+    tasks = [task(k, batch) for k in ks for batch in _batches(references, len(matrix), k, 1)]
+    by_k: list[list[float]] = _parallel(tasks, workers(matrix, n_jobs))
+    # The tasks run k by k, each over its references: the table is references x ks.
+    table = np.asarray(list(itertools.chain.from_iterable(by_k))).reshape(len(ks), references).T
     return [
         replace(
             candidate,
