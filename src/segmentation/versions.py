@@ -95,10 +95,11 @@ def write_index(workspace: Workspace, latest: str) -> None:
     latest
         The version `latest` points at, marked on the page.
     """
-    listed = _index(workspace)
+    stored = _read_index(workspace)
+    listed = _index(workspace, stored)
     shown = artifacts.sha256_text(artifacts.canonical_json({"versions": listed, "latest": latest}))
     page = workspace.reports / "index.html"
-    if page.is_file() and _read_index(workspace).get("page") == shown:
+    if page.is_file() and stored.get("page") == shown:
         return
     from segmentation import report
 
@@ -158,13 +159,14 @@ def _write_index(
     artifacts.write_json(workspace.versions_index, {"versions": listed, "page": page})
 
 
-def _index(workspace: Workspace) -> list[dict[str, Any]]:
-    """Every complete version's summary, newest first, from the stored list.
+def _index(workspace: Workspace, read: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every complete version's summary, newest first, from the stored list (`read`, when the
+    caller has already read it).
 
     The list is rebuilt from the version folders when it is missing or names a version that is
     no longer complete (removed by hand); otherwise no version's files are read.
     """
-    stored = _read_index(workspace).get("versions")
+    stored = (_read_index(workspace) if read is None else read).get("versions")
     if stored is not None and all(
         isinstance(entry, dict) and is_complete(workspace, str(entry.get("version")))
         for entry in stored
