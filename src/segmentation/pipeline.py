@@ -274,11 +274,9 @@ def _execute(
         and STAGE_ORDER[last] == "report"
         and versions.is_complete(run.workspace, run.version)
     ):
-        for stage in needed:
-            outcome = StageOutcome(stage, "reused", 0.0, "unchanged")
-            result.outcomes.append(outcome)
+        result = runs.reused(run.workspace, run.version, needed)
+        for outcome in result.outcomes:
             on_stage(outcome)
-        result.report = run.workspace.report_dir(run.version) / artifacts.REPORT
         versions.publish(run.workspace, run.version)
         _stamp(run)
         runs.log_run(run.workspace, run.config_path, result)

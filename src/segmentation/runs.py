@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segmentation.artifacts import Workspace
+from segmentation.artifacts import REPORT, Workspace
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,25 @@ class Result:
     """The version's report, when the run went as far as the report stage."""
     outputs: dict[str, Path] = field(default_factory=dict)
     """Where each stage's results are, for runs that stopped before the report."""
+
+
+def reused(workspace: Workspace, version: str, stages: tuple[str, ...]) -> Result:
+    """The result of a run that found its version complete: every stage reused, its report there.
+
+    Parameters
+    ----------
+    workspace
+        The project folders.
+    version
+        The complete version.
+    stages
+        The stages the run asked for, in order.
+    """
+    return Result(
+        version=version,
+        outcomes=[StageOutcome(stage, "reused", 0.0, "unchanged") for stage in stages],
+        report=workspace.report_dir(version) / REPORT,
+    )
 
 
 def log_run(

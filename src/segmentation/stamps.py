@@ -139,13 +139,7 @@ def rerun(workspace: Workspace, config_path: Path, stamp: Stamp) -> runs.Result 
     with artifacts.exclusive(workspace):
         if not versions.is_complete(workspace, stamp.version):
             return None
-        result = runs.Result(
-            version=stamp.version,
-            outcomes=[
-                runs.StageOutcome(stage, "reused", 0.0, "unchanged") for stage in stamp.stages
-            ],
-            report=workspace.report_dir(stamp.version) / artifacts.REPORT,
-        )
+        result = runs.reused(workspace, stamp.version, stamp.stages)
         versions.publish(workspace, stamp.version)
         runs.log_run(workspace, config_path, result)
         return result
