@@ -476,3 +476,60 @@ def test_error_lines_show_square_brackets_as_written(
     result = invoke("prepare")
     assert result.exit_code == 3
     assert "the file has CustomerID, Gender, Age, Annual Income [k$];" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "stderr"),
+    [
+        (["--version"], 0, ""),
+        (["run", "--config", "missing.yaml"], 2, "error: "),
+        (["no-such-command"], 2, "No such command"),
+    ],
+)
+def test_the_console_script_exits_with_mains_status_after_the_exit_handlers(
+    args: list[str],
+    status: int,
+    stderr: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import atexit
+    import os
+    import sys
+
+    from segmentation import cli
+
+    order: list[str] = []
+    exits: list[int] = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["segment", *args])
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: order.append("exit handlers"))
+
+    def fake_exit(code: int) -> None:
+        order.append("exit")
+        exits.append(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    cli.entry()
+    assert exits == [status]
+    assert order == ["exit handlers", "exit"]
+    assert stderr in capsys.readouterr().err
+
+
+def test_the_console_script_prints_a_string_exit_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from segmentation import cli
+
+    def stop() -> None:
+        raise SystemExit("stopped: a message")
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli, "main", stop)
+    monkeypatch.setattr(os, "_exit", exits.append)
+    cli.entry()
+    assert exits == [1]
+    assert capsys.readouterr().err == "stopped: a message\n"

@@ -241,6 +241,13 @@ def _files_digest(files: list[Path]) -> str:
 
 
 @functools.cache
+def _package_digest(package_dir: Path) -> str:
+    """The hash of every file of the package in `package_dir` (which `PACKAGE_DIR` names): read
+    once per process, however many stages ask for their fingerprint."""
+    return _files_digest(_package_files())
+
+
+@functools.cache
 def code_fingerprint(modules: tuple[str, ...] | None = None) -> str:
     """Package version plus a hash of the source (and templates) that some code runs.
 
@@ -259,7 +266,7 @@ def code_fingerprint(modules: tuple[str, ...] | None = None) -> str:
     str
         ``<package version>+<12 hex digits>``.
     """
-    package = _files_digest(_package_files())
+    package = _package_digest(PACKAGE_DIR)
     if modules is None:
         return f"{__version__}+{package[:12]}"
     listed = memoized_text(

@@ -81,11 +81,13 @@ def _stack(sets: Sequence[Weighted]) -> tuple[np.ndarray, np.ndarray]:
     """(sets, rows, columns) points and (sets, rows) weights, shorter sets padded with copies of
     their last row at weight 0 (such a row is never drawn and moves no centre)."""
     rows = max(len(data.weights) for data in sets)
-    points = np.stack(
-        [np.pad(data.points, ((0, rows - len(data.weights)), (0, 0)), mode="edge") for data in sets]
-    )
-    weights = np.stack([np.pad(data.weights, (0, rows - len(data.weights))) for data in sets])
-    return points, weights.astype(float)
+    points = np.empty((len(sets), rows, sets[0].points.shape[1]))
+    weights = np.zeros((len(sets), rows))
+    for i, data in enumerate(sets):
+        size = len(data.weights)
+        points[i, :size], points[i, size:] = data.points, data.points[-1]
+        weights[i, :size] = data.weights
+    return points, weights
 
 
 def _tolerance(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -118,7 +120,8 @@ def _draw(mass: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
     scikit-learn draws them (a zero total draws row 0)."""
     cumulative = np.cumsum(mass, axis=1)
     targets = uniforms * cumulative[:, -1:]
-    found = np.array([np.searchsorted(row, t) for row, t in zip(cumulative, targets, strict=True)])
+    # searchsorted's left side for every run at once: the count of cumulative masses below u.
+    found = (cumulative[:, None, :] < targets[:, :, None]).sum(axis=2)
     rows: np.ndarray = np.minimum(found, mass.shape[1] - 1)
     return rows
 

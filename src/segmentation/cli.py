@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
 import sys
 import time
@@ -181,6 +183,28 @@ def main() -> None:
     Exit codes: 0 success, 2 config or usage error, 3 invalid data, 4 data unavailable,
     5 verification found differences, 130 interrupted.
     """
+
+
+def entry() -> None:
+    """The `segment` console script: `main`, then an exit that skips tearing down the modules.
+
+    A run loads about 1,300 modules (NumPy, SciPy, scikit-learn, Polars); freeing them one by one
+    at interpreter shutdown took 0.25 s of a 4 s run on the Mall file. By then every output is
+    written and closed; the exit handlers still run and the standard streams are flushed.
+    (`main` itself, which tests call in-process, exits normally.)
+    """
+    try:
+        main()
+        code: object = 0
+    except SystemExit as stop:
+        code = stop.code
+    if isinstance(code, str):  # sys.exit("message"): the message, and status 1
+        sys.stderr.write(code + "\n")
+    status = code if isinstance(code, int) else 0 if code is None else 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 @main.command()

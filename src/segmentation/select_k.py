@@ -51,10 +51,12 @@ SILHOUETTE_ROWS = 2_000
 # Independent random streams for the gap references and the bootstrap resamples.
 GAP_STREAM, BOOTSTRAP_STREAM, SAMPLE_STREAM = 1, 2, 3
 
-THREADS_FROM_VALUES = 30_000
+THREADS_FROM_VALUES = 10_000
 """Fits run in parallel threads only for a matrix of at least this many values (rows x features).
-Smaller fits are too short to gain under Python's global lock: measured on 2 cores, a select-k on
-5,000 x 2 values took 25% longer on two threads than on one, on 20,000 x 2 values 25% less."""
+Smaller fits are too short to gain under Python's global lock. Measured on 2 cores: on the Mall
+file's 200 x 2 values two threads made the k sweep 35% slower; on 5,000 x 2 values they made the
+sweep 15%, the gap references 40% and the bootstrap 40% faster (each resample batch fits
+thousands of distances in NumPy, which runs them outside the lock)."""
 
 BATCH_VALUES = 2**22
 """The bootstrap fits resamples together up to about this many point-to-centre distances at a time
@@ -323,11 +325,12 @@ def _resample(distinct: np.ndarray, codes: np.ndarray) -> tuple[Weighted, np.nda
 
 
 def _agreement(
-    full: np.ndarray, rows: np.ndarray, boot: np.ndarray, k: int
+    full: np.ndarray, rows: np.ndarray, drawn: tuple[np.ndarray, np.ndarray], boot: np.ndarray, k: int
 ) -> tuple[float, list[float | None]]:
-    """ARI of a resample's fit with the full-data fit on the drawn customers, and each full-data
-    label's Jaccard on the distinct customers drawn (duplicates always share a label)."""
-    distinct, first = np.unique(rows, return_index=True)
+    """ARI of a resample's fit with the full-data fit on the drawn customers `rows`, and each
+    full-data label's Jaccard on the distinct customers drawn (`drawn`: each one and the first
+    position it was drawn at; duplicates always share a label)."""
+    distinct, first = drawn
     jaccard = segment_jaccard(full[distinct], boot[first], k)
     return adjusted_rand(contingency(full[rows], boot, k)), jaccard
 
@@ -360,20 +363,22 @@ def bootstrap_stability(
     ]
     distinct, codes = np.unique(matrix, axis=0, return_inverse=True)
     codes = codes.ravel()
+    # What each resample is, the same for every k: computed once.
+    weighted = [_resample(distinct, codes[draw]) for draw in draws]
+    drawn = [np.unique(draw, return_index=True) for draw in draws]
 
     def task(k: int, batch: range) -> Callable[[], list[tuple[float, list[float | None]]]]:
         def run() -> list[tuple[float, list[float | None]]]:
             started = time.perf_counter()
-            weighted = [_resample(distinct, codes[draws[b]]) for b in batch]
             fits = best_of_starts(
-                [data for data, _ in weighted],
+                [weighted[b][0] for b in batch],
                 k,
                 cluster,
                 [np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b, k]) for b in batch],
             )
             result = [
-                _agreement(labels[k], draws[b], fit[slots], k)
-                for b, fit, (_, slots) in zip(batch, fits, weighted, strict=True)
+                _agreement(labels[k], draws[b], drawn[b], fit[weighted[b][1]], k)
+                for b, fit in zip(batch, fits, strict=True)
             ]
             done(k, time.perf_counter() - started, len(batch))
             return result

@@ -7,6 +7,7 @@ Heavy libraries are imported inside the runners, so a run with nothing to comput
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from collections.abc import Callable, Iterator
@@ -313,7 +314,10 @@ def git_state(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty}
 
 
+@functools.cache
 def environment() -> dict[str, Any]:
+    """Python, platform, package versions and code fingerprint: the same for every stage of a
+    process (the report shows it and the manifest records it)."""
     import importlib.metadata  # a no-op run does not need it
 
     return {
