@@ -81,6 +81,7 @@ INVALIDATION = [
     ("select_k.rule", "elbow", FROM_SELECT_K),
     ("select_k.gap_references", 30, FROM_SELECT_K),
     ("select_k.bootstrap", 80, FROM_SELECT_K),
+    ("select_k.bootstrap_size", 500, FROM_SELECT_K),
     ("select_k.sample_size", 8000, FROM_SELECT_K),
     ("select_k.min_segment_share", 0.05, FROM_SELECT_K),
     ("cluster.k", 4, FROM_SELECT_K),

@@ -144,6 +144,29 @@ def test_every_resample_is_fitted_with_the_starts_of_the_full_data_fit(
     assert set(starts) == {7}
 
 
+def test_a_resample_draws_at_most_bootstrap_size_customers(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[int] = []
+
+    def spy(
+        sets: list[Weighted], k: int, cluster: ClusterConfig, rngs: list[np.random.Generator]
+    ) -> list[np.ndarray]:
+        if cluster.n_init == CLUSTER.n_init:  # a resample (the gap references get one start)
+            drawn.extend(int(data.weights.sum()) for data in sets)
+        return best_of_starts(sets, k, cluster, rngs)
+
+    monkeypatch.setattr(select_k, "best_of_starts", spy)
+    config = SelectKConfig(k_min=2, k_max=3, gap_references=2, bootstrap=4, bootstrap_size=100)
+    few = evaluate(blobs(3, per_group=20), blobs(3, per_group=20), config, CLUSTER, silent)
+    assert set(drawn) == {60}  # fewer customers than bootstrap_size: all of them, as many times
+    assert few["stability"]["resample_size"] == 60
+    drawn.clear()
+    many = evaluate(blobs(3, per_group=50), blobs(3, per_group=50), config, CLUSTER, silent)
+    assert set(drawn) == {100}  # 150 customers: 100 of them each time (m-out-of-n)
+    assert many["stability"]["resample_size"] == 100
+    # Well-separated groups are found again from 100 of 150 customers.
+    assert min(many["stability"]["per_segment_jaccard"].values()) > 0.95
+
+
 def test_every_gap_reference_is_fitted_with_one_start(monkeypatch: pytest.MonkeyPatch) -> None:
     starts = starts_of_each_batch_fit(monkeypatch)
     candidates, _ = select_k.sweep(blobs(3), range(2, 5), ClusterConfig(n_init=7))

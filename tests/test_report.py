@@ -184,8 +184,9 @@ def test_the_method_says_how_each_resample_is_fitted(
 ) -> None:
     text = re.sub(r"\s+", " ", html)
     resamples = inputs.selection["stability"]["resamples"]
+    size = inputs.selection["stability"]["resample_size"]
     starts = inputs.config["cluster"]["n_init"]
-    assert f"{resamples} bootstrap resamples" in text
+    assert f"{resamples} bootstrap resamples, each of {size:,} customers drawn" in text
     assert f"the best of {starts} k-means++ starts" in text
 
 

@@ -90,6 +90,7 @@ class SelectKConfig(_Section):
     rule: KRule = Field(default=KRule.SILHOUETTE, strict=False)
     gap_references: int = Field(default=20, ge=2, le=1000)
     bootstrap: int = Field(default=25, ge=2, le=1000)
+    bootstrap_size: int = Field(default=2_000, ge=100)
     sample_size: int = Field(default=5_000, ge=100)
     min_segment_share: float = Field(default=0.02, ge=0, lt=0.5, strict=False)
 

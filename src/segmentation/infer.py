@@ -602,8 +602,9 @@ select_k:
   rule: silhouette
   # Reference data sets for the gap statistic.
   gap_references: 20
-  # Bootstrap resamples for the stability criterion.
+  # Bootstrap resamples for the stability criterion, and the customers each one draws (at most).
   bootstrap: 25
+  bootstrap_size: 2000
   # Above this many customers the criteria are computed on a seeded random sample of this size;
   # the final model is still fitted on every customer.
   sample_size: 5000

@@ -349,16 +349,24 @@ def bootstrap_stability(
     resamples: int,
     done: Done = _ignore,
     n_jobs: int | None = None,
+    resample_size: int | None = None,
 ) -> Stability:
     """Refit on bootstrap resamples and compare with the full-data fit on the resampled customers.
 
     Each resample is fitted as the full data was, the best of `cluster.n_init` k-means++ starts
     (`batch_kmeans.best_of_starts`): with fewer starts than the full-data fit, the comparison would
     also measure the luck of the starts, not only how the segments hold when customers change.
+
+    A resample draws `resample_size` customers with replacement (None, or more than there are:
+    as many as there are, the ordinary bootstrap; fewer: the m-out-of-n bootstrap, whose cost
+    no longer grows with the number of customers).
     """
     n = matrix.shape[0]
+    drawn_count = n if resample_size is None else min(n, resample_size)
     draws: list[np.ndarray] = [
-        np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b]).integers(0, n, size=(n,))
+        np.random.default_rng([cluster.seed, BOOTSTRAP_STREAM, b]).integers(
+            0, n, size=(drawn_count,)
+        )
         for b in range(resamples)
     ]
     distinct, codes = np.unique(matrix, axis=0, return_inverse=True)
@@ -389,7 +397,7 @@ def bootstrap_stability(
     tasks = [
         task(k, batch)
         for k in ks
-        for batch in _batches(resamples, len(distinct), k, cluster.n_init)
+        for batch in _batches(resamples, min(len(distinct), drawn_count), k, cluster.n_init)
     ]
     batches = _parallel(tasks, workers(matrix, n_jobs))
     results = list(itertools.chain.from_iterable(batches))
@@ -635,7 +643,9 @@ def evaluate(
 
     candidates, labels = sweep(matrix, ks, cluster, done, n_jobs)
     candidates = gap_statistic(matrix, candidates, cluster, select_k.gap_references, done, n_jobs)
-    stability = bootstrap_stability(matrix, labels, cluster, select_k.bootstrap, done, n_jobs)
+    stability = bootstrap_stability(
+        matrix, labels, cluster, select_k.bootstrap, done, n_jobs, select_k.bootstrap_size
+    )
     log(
         "fit time per k (sweep, gap references, bootstrap): "
         + ", ".join(f"k={k} {value:.2f} s" for k, value in seconds.items())
@@ -660,6 +670,7 @@ def evaluate(
     }
     selection["stability"] = {
         "resamples": select_k.bootstrap,
+        "resample_size": min(int(matrix.shape[0]), select_k.bootstrap_size),
         "per_segment_jaccard": dict(sorted(per_segment.items(), key=lambda item: int(item[0]))),
         "per_segment_class": {
             segment: None if value is None else stability_class(value)

@@ -450,6 +450,7 @@ STAGES: dict[str, Stage] = {
                 "select_k.rule",
                 "select_k.gap_references",
                 "select_k.bootstrap",
+                "select_k.bootstrap_size",
                 "select_k.sample_size",
                 "select_k.min_segment_share",
                 *SELECT_K_CLUSTER_PARAMS,

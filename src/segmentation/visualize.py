@@ -291,8 +291,11 @@ def stability_chart(k_selection: dict[str, Any], size: VisualizeConfig) -> vl.Sp
         },
         mark={"point": True},
     )
-    resamples = k_selection["stability"]["resamples"]
-    subtitle = f"{resamples} resamples; 1 means every resample finds the same segments"
+    stability = k_selection["stability"]
+    subtitle = (
+        f"{stability['resamples']} resamples of {stability['resample_size']:,} customers; "
+        "1 means every resample finds the same segments"
+    )
     return vl.top_level(
         vl.layer(
             line,
