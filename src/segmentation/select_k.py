@@ -325,7 +325,11 @@ def _resample(distinct: np.ndarray, codes: np.ndarray) -> tuple[Weighted, np.nda
 
 
 def _agreement(
-    full: np.ndarray, rows: np.ndarray, drawn: tuple[np.ndarray, np.ndarray], boot: np.ndarray, k: int
+    full: np.ndarray,
+    rows: np.ndarray,
+    drawn: tuple[np.ndarray, np.ndarray],
+    boot: np.ndarray,
+    k: int,
 ) -> tuple[float, list[float | None]]:
     """ARI of a resample's fit with the full-data fit on the drawn customers `rows`, and each
     full-data label's Jaccard on the distinct customers drawn (`drawn`: each one and the first
