@@ -56,6 +56,20 @@ TEXT_COLUMNS = (
 """Columns read as text from CSV whatever they hold (ids like 00042 keep their zeros)."""
 
 
+_SAVED_FRAMES: dict[Path, tuple[tuple[int, int, int], Any]] = {}
+"""The Parquet frames this process saved, by path, with the file's (inode, size, mtime) just after.
+The stages of one run read each other's tables in the same process: a load of a file still as it
+was saved returns the frame instead of reading it back (at 1M customers three reads of the
+prepared table took 0.3 s). Polars frames are immutable, so sharing one is safe; a file replaced
+since (a cached result linked in, another run) no longer matches and is read. Only the frames of
+one version folder are kept: saving into another one forgets them."""
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    status = path.stat()
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The datasets of one version folder."""
@@ -73,7 +87,12 @@ class Catalog:
             return artifacts.read_json(path)
         if dataset.format == "parquet":
             # The Spark engine writes a folder of parts where the Polars engine writes one file.
-            return pl.read_parquet(path / "*.parquet" if path.is_dir() else path)
+            if path.is_dir():
+                return pl.read_parquet(path / "*.parquet")
+            saved = _SAVED_FRAMES.get(path)
+            if saved is not None and saved[0] == _identity(path):
+                return saved[1]
+            return pl.read_parquet(path)
         header = pl.read_csv(path, n_rows=0).columns
         overrides = {column: pl.String for column in TEXT_COLUMNS if column in header}
         return pl.read_csv(path, schema_overrides=overrides, infer_schema_length=None)
@@ -84,5 +103,8 @@ class Catalog:
             artifacts.write_json(path, data)
         elif dataset.format == "parquet":
             artifacts.write_parquet(path, data)
+            for other in [kept for kept in _SAVED_FRAMES if kept.parent != self.folder]:
+                del _SAVED_FRAMES[other]
+            _SAVED_FRAMES[path] = (_identity(path), data)
         else:
             artifacts.write_csv(path, data)

@@ -281,7 +281,7 @@ def _visualize(ctx: StageContext) -> str:
     charts = visualize.render_all(chart_builders(ctx), settings.png_scale, settings.images)
     folder = ctx.path(artifacts.CHARTS)
     for chart in charts:
-        artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec)
+        artifacts.write_json(folder / f"{chart.name}.vl.json", chart.spec, compact=True)
         if chart.png is not None and chart.svg is not None:
             artifacts.write_bytes(folder / f"{chart.name}.png", chart.png)
             artifacts.write_text(folder / f"{chart.name}.svg", chart.svg)
