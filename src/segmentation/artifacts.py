@@ -422,6 +422,28 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def remove_unfinished(workspace: Workspace) -> None:
+    """Remove what killed runs left half-written, outside the staging folders: a `latest` link
+    not yet switched, a file not yet renamed into place (`atomic_path`), and a stage's cache
+    entry not yet moved into place (each starts with a dot and is never read). Call it holding
+    the workspace's lock: another run's are then unfinished only if it was killed."""
+    unfinished = [
+        *workspace.artifacts.glob(".*.tmp"),
+        *workspace.reports.glob(".*.tmp"),
+        *(
+            entry
+            for stage in (workspace.cache.iterdir() if workspace.cache.is_dir() else ())
+            if stage.is_dir()
+            for entry in stage.glob(".*")
+        ),
+    ]
+    for path in unfinished:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def make_staging_dir(parent: Path, version: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{version}."))

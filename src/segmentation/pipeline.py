@@ -286,6 +286,7 @@ def _execute(
     # With the lock held, anything left in the staging folders is from a run that was killed.
     for leftovers in (run.workspace.staging, run.workspace.report_staging):
         shutil.rmtree(leftovers, ignore_errors=True)
+    artifacts.remove_unfinished(run.workspace)
     staging = artifacts.make_staging_dir(run.workspace.staging, run.version)
     report_staging = artifacts.make_staging_dir(run.workspace.report_staging, run.version)
     try:
