@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +27,7 @@ def test_a_file_replaced_since_it_was_saved_is_read(tmp_path: Path) -> None:
     catalog.save("prepared", frame([1, 2, 3]))
     replacement = tmp_path / "other.parquet"
     frame([7, 8]).write_parquet(replacement)
-    os.replace(replacement, catalog.path("prepared"))  # as a cached result is linked in
+    replacement.replace(catalog.path("prepared"))  # as a cached result is linked in
     assert_frame_equal(catalog.load("prepared"), frame([7, 8]))
 
 
