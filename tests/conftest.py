@@ -19,6 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from preloaded import PreloadedSegment
 from segmentation import images, prepare
 from segmentation.cli import main
 from segmentation.config import Scaling
@@ -91,6 +92,24 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["XDG_CACHE_HOME"]
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preloaded_process(
+    request: pytest.FixtureRequest, user_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PreloadedSegment | None]:
+    """The process test_faults forks its runs from (tests/preloaded.py), when a test that uses
+    it (through its `preloaded` fixture) is to run; None otherwise.
+
+    Started with the session, in the session's user cache, it imports the package and its
+    libraries (seconds of CPU) while the first tests run.
+    """
+    if not any("preloaded" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    runs = PreloadedSegment(tmp_path_factory.mktemp("preloaded") / "stderr.log")
+    yield runs
+    runs.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

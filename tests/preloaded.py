@@ -142,6 +142,9 @@ class ForkedRun:
 class PreloadedSegment:
     """The tests' side: one preloaded process, `segment` runs forked from it one at a time.
 
+    The process is started at once and imports in the background; `start` (or `ready`) waits
+    for it.
+
     Parameters
     ----------
     log
@@ -159,8 +162,14 @@ class PreloadedSegment:
                 stdout=subprocess.PIPE,
                 stderr=errors,
             )
-        if self._next(TIMEOUT) != READY:
+        self._ready = False
+
+    def ready(self) -> None:
+        """Wait until the process has imported everything (it starts to at once, in the
+        background)."""
+        if not self._ready and self._next(TIMEOUT) != READY:
             raise RuntimeError(f"the preloaded process did not say {READY!r} in {TIMEOUT} s")
+        self._ready = True
 
     def _next(self, timeout: float) -> Any:
         """The next answer; None if none came within `timeout` seconds."""
@@ -198,6 +207,7 @@ class PreloadedSegment:
         on one core if `one_core` (as `os.sched_setaffinity` allows it), its stdout and stderr
         written to `outputs`.stdout and `outputs`.stderr. Runs one at a time: the previous one
         is waited for first (a test that failed may have left it unfinished)."""
+        self.ready()
         if self._last is not None:
             self._last.wait()
         run = ForkedRun(
@@ -222,9 +232,14 @@ class PreloadedSegment:
         return run
 
     def close(self) -> None:
+        """End the process: it ends when its stdin does, once its imports are done."""
         assert self._process.stdin is not None
         self._process.stdin.close()
-        self._process.wait(timeout=60)
+        try:
+            self._process.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,14 +146,13 @@ def start(
     )
 
 
-@pytest.fixture(scope="module")
-def preloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PreloadedSegment]:
+@pytest.fixture
+def preloaded(preloaded_process: PreloadedSegment | None) -> PreloadedSegment:
     """Runs in processes of their own, forked from one that has imported every module a run
     imports: each killed run would otherwise spend seconds importing them again."""
     segment_command()  # the same skip as the runs started from the console script
-    runs = PreloadedSegment(tmp_path_factory.mktemp("preloaded") / "stderr.log")
-    yield runs
-    runs.close()
+    assert preloaded_process is not None, "conftest starts it for the tests that use `preloaded`"
+    return preloaded_process
 
 
 def start_forked(
