@@ -41,6 +41,12 @@ def _run_child(request: dict[str, Any], answers: IO[str]) -> None:
     code = 1
     try:
         answers.close()
+        # Output files first, so that whatever goes wrong from here is in the run's stderr.
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
         # As a new interpreter whose parent left SIGINT at its default: Ctrl-C raises.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if request["one_core"]:
@@ -48,11 +54,6 @@ def _run_child(request: dict[str, Any], answers: IO[str]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(target, fd)
-            os.close(target)
         from segmentation.cli import main
 
         try:
@@ -65,13 +66,22 @@ def _run_child(request: dict[str, Any], answers: IO[str]) -> None:
                 code = exc.code or 0
             else:
                 sys.stderr.write(f"{exc.code}\n")
+        except KeyboardInterrupt:
+            # As the interpreter ends on an uncaught KeyboardInterrupt: killed by SIGINT.
+            traceback.print_exc()
+            code = -signal.SIGINT
         except BaseException:
             traceback.print_exc()
         atexit._run_exitfuncs()
+    except BaseException:  # before the run started: the run's stderr says why it failed
+        traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        if code == -signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         os._exit(code)
 
 
