@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from preloaded import PreloadedSegment
 from segmentation import images, prepare
 from segmentation.cli import main
 from segmentation.config import Scaling
@@ -90,6 +92,24 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         del os.environ["XDG_CACHE_HOME"]
     else:
         os.environ["XDG_CACHE_HOME"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preloaded_process(
+    request: pytest.FixtureRequest, user_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PreloadedSegment | None]:
+    """The process test_faults forks its runs from (tests/preloaded.py), when a test that uses
+    it (through its `preloaded` fixture) is to run; None otherwise.
+
+    Started with the session, in the session's user cache, it imports the package and its
+    libraries (seconds of CPU) while the first tests run.
+    """
+    if not any("preloaded" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    runs = PreloadedSegment(tmp_path_factory.mktemp("preloaded") / "stderr.log")
+    yield runs
+    runs.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -209,6 +229,35 @@ def _make_project(
 def make_project() -> Callable[..., Path]:
     """Factory: `make_project(root, customers, overrides=None)` -> the config.yaml written."""
     return _make_project
+
+
+# --- the Vega-Lite schema ------------------------------------------------------------------------
+
+
+@functools.cache
+def _vega_lite_validator() -> Any:
+    """A validator of the Vega-Lite schema altair ships, the schema itself checked once.
+
+    `jsonschema.validate` checks the schema against its meta-schema at every call, most of a
+    second for Vega-Lite's; the checks of every spec are the same with one validator.
+    """
+    import jsonschema
+    from altair.vegalite.v6.schema import load_schema
+
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def validate_vega_lite(spec: Any) -> None:
+    """`jsonschema.validate(spec, load_schema())`: raise the best-matching error if `spec` is not
+    valid Vega-Lite."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_vega_lite_validator().iter_errors(spec))
+    if error is not None:
+        raise error
 
 
 # --- a project with versions, shared by the CLI, version, cache and fault tests -------------------

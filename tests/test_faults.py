@@ -4,6 +4,10 @@ Runs are stopped where the pipeline says it is (`segmentation.faults`: SEGMENTAT
 after a delay, so each test stops the run at the same place on any machine. Whatever happens to a
 run, every complete version still matches its manifest byte for byte, `latest` points at a
 complete version, versions that were there before are untouched, and the next run completes.
+
+The runs that are killed, interrupted or stopped are processes of their own, forked from one that
+has already imported every module a run imports (tests/preloaded.py): a run killed at a point
+leaves what any run killed there leaves, without seconds of imports before each kill.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from preloaded import ForkedRun, PreloadedSegment
 from segmentation import artifacts, faults
 from segmentation.artifacts import Workspace
 from segmentation.cli import main
@@ -142,11 +146,33 @@ def start(
     )
 
 
-def killed_at(root: Path, config: str, fault: str) -> None:
+@pytest.fixture
+def preloaded(preloaded_process: PreloadedSegment | None) -> PreloadedSegment:
+    """Runs in processes of their own, forked from one that has imported every module a run
+    imports: each killed run would otherwise spend seconds importing them again."""
+    segment_command()  # the same skip as the runs started from the console script
+    assert preloaded_process is not None, "conftest starts it for the tests that use `preloaded`"
+    return preloaded_process
+
+
+def start_forked(
+    runs: PreloadedSegment, root: Path, config: str, fault: str, *, one_core: bool = True
+) -> ForkedRun:
+    """`segment run --config CONFIG` in its own process, stopped by `fault`, as `start` runs it
+    (one core unless `one_core` is false), but forked from `runs`: with its modules imported."""
+    return runs.start(
+        root,
+        ["run", "--config", config],
+        {**os.environ, faults.VARIABLE: fault},
+        root.parent / f"segment-{config}",
+        one_core=one_core,
+    )
+
+
+def killed_at(runs: PreloadedSegment, root: Path, config: str, fault: str) -> None:
     """Run `config` in its own process, killed (SIGKILL) by `fault`; fail if it ends otherwise."""
-    process = start(root, config, fault, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == -signal.SIGKILL, f"{fault}: exit {process.returncode}\n{stderr}"
+    run = start_forked(runs, root, config, fault)
+    assert run.wait() == -signal.SIGKILL, f"{fault}: exit {run.returncode}\n{run.stderr}"
 
 
 def staged(root: Path) -> set[str]:
@@ -261,7 +287,9 @@ def test_the_kills_cover_every_point() -> None:
     assert {fault.split(":")[0] for fault in kills} == set(faults.POINTS)
 
 
-def kill_one_by_one(root: Path, config: str, points: tuple[str, ...]) -> None:
+def kill_one_by_one(
+    runs: PreloadedSegment, root: Path, config: str, points: tuple[str, ...]
+) -> None:
     """Run `config` once for each point, killed there, checking the store after each kill: every
     version that was there is untouched and whole, `latest` has not moved, and the next run has
     cleared what the killed one left in staging."""
@@ -269,7 +297,7 @@ def kill_one_by_one(root: Path, config: str, points: tuple[str, ...]) -> None:
     previous = latest(root)
     left: set[str] = set()
     for point in points:
-        killed_at(root, config, point)
+        killed_at(runs, root, config, point)
         complete = check_store(root)
         assert {k: v for k, v in file_states(root).items() if k in before} == before, point
         assert latest(root) == previous, point
@@ -293,30 +321,30 @@ def completes(root: Path, config: str) -> str:
 
 
 def test_runs_killed_in_the_stages_leave_every_version_whole(
-    copy_project: Path, write_variant: WriteVariant
+    preloaded: PreloadedSegment, copy_project: Path, write_variant: WriteVariant
 ) -> None:
     # Another reference date: every stage runs, from customers on.
     config = write_variant(copy_project, "later.yaml", {"data": {"as_of": "2026-06-30"}}).name
     versions_before = check_store(copy_project)
-    kill_one_by_one(copy_project, config, STAGE_KILLS)
+    kill_one_by_one(preloaded, copy_project, config, STAGE_KILLS)
     assert check_store(copy_project) == versions_before
     completes(copy_project, config)
 
 
 def test_runs_killed_while_a_version_is_completed_leave_every_version_whole(
-    copy_project: Path, write_variant: WriteVariant
+    preloaded: PreloadedSegment, copy_project: Path, write_variant: WriteVariant
 ) -> None:
     root = copy_project
     previous = latest(root)
     versions_before = check_store(root)
     # Another chart height: the charts and the report are built, the rest comes from the cache.
     config = write_variant(root, "tall.yaml", {"visualize": {"height": 210}}).name
-    kill_one_by_one(root, config, COMPLETION_KILLS)
+    kill_one_by_one(preloaded, root, config, COMPLETION_KILLS)
     # The last kill came after the version was complete, before `latest` was switched to it.
     (built,) = set(check_store(root)) - set(versions_before)
     for number, fault in enumerate(LATEST_KILLS):
         other = write_variant(root, f"title{number}.yaml", {"report": {"title": f"Title {number}"}})
-        killed_at(root, other.name, fault)
+        killed_at(preloaded, root, other.name, fault)
         assert built in check_store(root)
         assert staged(root) == set()
     # The first left artifacts/latest switched and reports/latest not; the second switched both.
@@ -333,7 +361,7 @@ the version's, and between the switch of artifacts/latest and that of reports/la
 
 
 def test_ctrl_c_at_named_points_exits_130_with_one_line_and_keeps_every_version(
-    copy_project: Path, write_variant: WriteVariant
+    preloaded: PreloadedSegment, copy_project: Path, write_variant: WriteVariant
 ) -> None:
     root = copy_project
     before = file_states(root)
@@ -342,9 +370,9 @@ def test_ctrl_c_at_named_points_exits_130_with_one_line_and_keeps_every_version(
     config = write_variant(root, "sigint.yaml", {"report": {"title": "Interrupted"}}).name
     for point in INTERRUPTS:
         fault = point if ":" in point else f"{point}:interrupt"
-        process = start(root, config, fault, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        stdout, stderr = process.communicate(timeout=300)
-        assert process.returncode == 130, f"{fault}: exit {process.returncode}\n{stderr}"
+        process = start_forked(preloaded, root, config, fault)
+        assert process.wait() == 130, f"{fault}: exit {process.returncode}\n{process.stderr}"
+        stdout, stderr = process.stdout, process.stderr
         one_line(stderr, f"^{INTERRUPTED}$")
         assert stdout == ""
         complete = check_store(root)
@@ -438,7 +466,7 @@ def test_a_run_while_another_holds_the_lock_exits_6(
 
 
 def test_two_runs_at_once_do_not_corrupt_each_other(
-    copy_project: Path, write_variant: WriteVariant
+    preloaded: PreloadedSegment, copy_project: Path, write_variant: WriteVariant
 ) -> None:
     root = copy_project
     before = file_states(root)
@@ -446,40 +474,20 @@ def test_two_runs_at_once_do_not_corrupt_each_other(
     second_config = write_variant(root, "second.yaml", {"scaling": "none"}).name
     # The first run stops itself with its charts drawn in staging, holding the lock. It draws
     # them in worker processes, as a run on several cores does.
-    first = start(
-        root,
-        first_config,
-        "visualize.written:stop",
-        one_core=False,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    first = start_forked(preloaded, root, first_config, "visualize.written:stop", one_core=False)
     try:
-        wait_until_stopped(first)
+        first.wait_stopped()
         second = start(root, second_config, "", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _, second_err = second.communicate(timeout=300)
         assert second.returncode == 6, second_err
         one_line(second_err, BUSY)
         assert staged(root), "the stopped run's build is still there"
     finally:
-        first.send_signal(signal.SIGCONT)
-    first_out, first_err = first.communicate(timeout=300)
-    assert first.returncode == 0, first_err
-    match = REPORT_LINE.search(first_out)
-    assert match, first_out
+        if first.returncode is None:
+            os.kill(first.pid, signal.SIGCONT)
+    assert first.wait() == 0, first.stderr
+    match = REPORT_LINE.search(first.stdout)
+    assert match, first.stdout
     assert latest(root) == match.group(1)
     assert match.group(1) in check_store(root)
     assert {k: v for k, v in file_states(root).items() if k in before} == before
-
-
-def wait_until_stopped(process: subprocess.Popen[str], timeout: float = 300) -> None:
-    """Wait for `process` to stop itself (SIGSTOP); fail if it ends instead or takes too long."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # WNOHANG | WUNTRACED reports a stopped child without reaping it.
-        pid, status = os.waitpid(process.pid, os.WNOHANG | os.WUNTRACED)
-        if pid and os.WIFSTOPPED(status):
-            return
-        assert pid == 0, f"the run ended before its fault point (wait status {status})"
-        time.sleep(0.05)
-    pytest.fail("the run did not reach its fault point")

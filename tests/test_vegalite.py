@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import jsonschema
 import polars as pl
-from altair.vegalite.v6.schema import load_schema
 
+from conftest import validate_vega_lite
 from segmentation import vegalite as vl
 
 PICK = {"name": "pick", "select": {"type": "point", "fields": ["g"]}}
@@ -22,7 +21,7 @@ def test_inline_data_becomes_a_dataset_named_by_its_content() -> None:
     (name,) = spec["datasets"]
     assert name == vl.dataset_name([{"x": 1.0, "y": 3.0}, {"x": 2.0, "y": 4.0}])
     assert [layer["data"] for layer in spec["layer"]] == [{"name": name}] * 2
-    jsonschema.validate(spec, load_schema())
+    validate_vega_lite(spec)
 
 
 def test_data_shared_by_every_child_moves_up_to_their_parent() -> None:
@@ -43,4 +42,4 @@ def test_a_selection_in_several_views_is_declared_once_at_the_top() -> None:
     assert [view["name"] for view in views] == ["view_0", "view_1", "view_2"]
     assert all("params" not in view for view in views)
     assert cells[0]["params"] == [PICK]  # the parts built are left as they were
-    jsonschema.validate(spec, load_schema())
+    validate_vega_lite(spec)

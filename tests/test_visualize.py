@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import numpy as np
 import polars as pl
 import pytest
-from altair.vegalite.v6.schema import load_schema
 
+from conftest import validate_vega_lite
 from segmentation import visualize
 from segmentation.cluster import segment_customers
 from segmentation.config import ClusterConfig, KRule, VisualizeConfig
@@ -110,7 +109,7 @@ def test_spec_names_the_vega_lite_schema(elbow: visualize.RenderedChart) -> None
 
 
 def test_spec_validates_against_the_vega_lite_schema(elbow: visualize.RenderedChart) -> None:
-    jsonschema.validate(elbow.spec, load_schema())
+    validate_vega_lite(elbow.spec)
 
 
 def every_chart(run: Run) -> list[tuple[str, str, Any]]:
@@ -138,7 +137,7 @@ def test_every_chart_is_valid_vega_lite(
     rendered = visualize.render_all(every_chart(run), 1.0, with_images=False)
     assert all(chart.png is None and chart.svg is None for chart in rendered)
     for chart in rendered:
-        jsonschema.validate(chart.spec, load_schema())
+        validate_vega_lite(chart.spec)
 
 
 def test_every_chart_a_run_writes_is_valid_vega_lite(versioned_project: VersionedProject) -> None:
@@ -146,7 +145,7 @@ def test_every_chart_a_run_writes_is_valid_vega_lite(versioned_project: Versione
     specs = sorted(charts.glob("*.vl.json"))
     assert {path.name.removesuffix(".vl.json") for path in specs} >= {"gap", "stability", "jaccard"}
     for path in specs:
-        jsonschema.validate(json.loads(path.read_text(encoding="utf-8")), load_schema())
+        validate_vega_lite(json.loads(path.read_text(encoding="utf-8")))
 
 
 def test_without_images_the_specs_are_the_same(run2: Run) -> None:
