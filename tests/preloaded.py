@@ -2,8 +2,8 @@
 
 A process started with `python tests/preloaded.py` imports the package and the libraries its
 stages import, then reads requests, one JSON line each on stdin, and answers with JSON lines on
-stdout. Each request forks a child that runs `segment ARGS` as the console script does
-(`segmentation.cli:main`, Ctrl-C raising KeyboardInterrupt as in a new interpreter), in its own
+stdout. Each request forks a child that runs `segment ARGS` through the console script's entry point
+(`segmentation.cli:entry`, Ctrl-C raising KeyboardInterrupt as in a new interpreter), in its own
 working folder, environment, CPU affinity and output files. The answers are the child's pid,
 `"stopped"` whenever it stops itself (SIGSTOP), and its return code, negative for the signal that
 ended it, as `subprocess` gives it.
@@ -54,25 +54,16 @@ def _run_child(request: dict[str, Any], answers: IO[str]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from segmentation.cli import main
+        sys.argv = ["segment", *request["args"]]
+        from segmentation.cli import entry
 
         try:
-            main(args=request["args"], prog_name="segment")
-            code = 0
-        except SystemExit as exc:
-            # As the interpreter ends on SystemExit: None is 0, a number is the status, anything
-            # else is written to stderr and is 1.
-            if exc.code is None or isinstance(exc.code, int):
-                code = exc.code or 0
-            else:
-                sys.stderr.write(f"{exc.code}\n")
+            entry()  # the console script itself: it ends the process with the run's status
         except KeyboardInterrupt:
             # As the interpreter ends on an uncaught KeyboardInterrupt: killed by SIGINT.
             traceback.print_exc()
+            atexit._run_exitfuncs()
             code = -signal.SIGINT
-        except BaseException:
-            traceback.print_exc()
-        atexit._run_exitfuncs()
     except BaseException:  # before the run started: the run's stderr says why it failed
         traceback.print_exc()
     finally:
