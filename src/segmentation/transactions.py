@@ -350,23 +350,72 @@ def build_customers(
     customers = customers.filter(~below_zero).with_columns(
         pl.col("monetary").round(9), pl.col("average_order_value").round(9)
     )
-    summary = {
-        # Names only: the summary is an output, the same wherever the project folder is.
-        "files": [path.name for path in files],
-        "rows": int(total["rows"]),
-        "rows_without_customer": int(total["no_customer"]),
-        "negative_amounts": int(total["negative"]),
+    summary = customers_summary(
+        files=[path.name for path in files],
+        rows=int(total["rows"]),
+        rows_without_customer=int(total["no_customer"]),
+        negative_amounts=int(total["negative"]),
+        config=config,
+        customers=customers.height,
+        customers_with_negative_total=negative.height,
+        as_of=reference,
+        as_of_given=as_of is not None,
+        first_purchase=grouped["first"].min().date(),  # type: ignore[union-attr]
+        last_purchase=last.date(),
+    )
+    return BuiltCustomers(customers=customers, summary=summary)
+
+
+def customers_summary(
+    *,
+    files: list[str],
+    rows: int,
+    rows_without_customer: int,
+    negative_amounts: int,
+    config: TransactionsConfig,
+    customers: int,
+    customers_with_negative_total: int,
+    as_of: dt.date,
+    as_of_given: bool,
+    first_purchase: dt.date,
+    last_purchase: dt.date,
+) -> dict[str, Any]:
+    """What the log held and what was left out, as both engines record it
+    (`customers_summary.json`, the manifest and the report).
+
+    Parameters
+    ----------
+    files
+        The log's file names, in the order read (names only: the summary is an output, the same
+        wherever the project folder is).
+    rows, rows_without_customer, negative_amounts
+        The log's rows after `transactions.where`, those without a customer id, and those with a
+        negative amount (returns).
+    config
+        The `transactions:` section: how returns and purchase occasions were counted.
+    customers, customers_with_negative_total
+        The customers in the table, and those left out because their net total is below 0.
+    as_of, as_of_given
+        The date recency is measured at, and whether `data.as_of` gave it (otherwise it is the
+        day after the last purchase).
+    first_purchase, last_purchase
+        The dates of the log's first and last purchase.
+    """
+    return {
+        "files": files,
+        "rows": rows,
+        "rows_without_customer": rows_without_customer,
+        "negative_amounts": negative_amounts,
         "returns": config.returns,
         "occasion": f"distinct {config.order}" if config.order else "distinct customer-day",
         "where": config.where,
-        "customers": customers.height,
-        "customers_with_negative_total": negative.height,
-        "as_of": reference.isoformat(),
-        "as_of_from": "data.as_of" if as_of is not None else "the day after the last purchase",
-        "first_purchase": grouped["first"].min().date().isoformat(),  # type: ignore[union-attr]
-        "last_purchase": last.date().isoformat(),
+        "customers": customers,
+        "customers_with_negative_total": customers_with_negative_total,
+        "as_of": as_of.isoformat(),
+        "as_of_from": "data.as_of" if as_of_given else "the day after the last purchase",
+        "first_purchase": first_purchase.isoformat(),
+        "last_purchase": last_purchase.isoformat(),
     }
-    return BuiltCustomers(customers=customers, summary=summary)
 
 
 def _customer_table(grouped: pl.DataFrame, as_of: dt.date) -> pl.DataFrame:

@@ -722,20 +722,17 @@ def build_customers(
             raise refusal
         assert last is not None
         customers = _customer_table(per_customer, reference)
-        summary = {
-            # Names only: the summary is an output, the same wherever the project folder is.
-            "files": [_file_name(file) for file in files],
-            "rows": int(totals["rows"]),
-            "rows_without_customer": int(totals["no_customer"]),
-            "negative_amounts": int(totals["negative"]),
-            "returns": config.returns,
-            "occasion": f"distinct {config.order}" if config.order else "distinct customer-day",
-            "where": config.where,
-            "customers": int(totals["customers"] - totals["below_zero"]),
-            "customers_with_negative_total": int(totals["below_zero"]),
-            "as_of": reference.isoformat(),
-            "as_of_from": "data.as_of" if as_of is not None else "the day after the last purchase",
-            "first_purchase": totals["first"].isoformat(),
-            "last_purchase": last.isoformat(),
-        }
+        summary = polars_engine.customers_summary(
+            files=[_file_name(file) for file in files],
+            rows=int(totals["rows"]),
+            rows_without_customer=int(totals["no_customer"]),
+            negative_amounts=int(totals["negative"]),
+            config=config,
+            customers=int(totals["customers"] - totals["below_zero"]),
+            customers_with_negative_total=int(totals["below_zero"]),
+            as_of=reference,
+            as_of_given=as_of is not None,
+            first_purchase=totals["first"],
+            last_purchase=last,
+        )
         return customers, summary
