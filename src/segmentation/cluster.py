@@ -166,24 +166,46 @@ def category_profiles(
 ) -> pl.DataFrame:
     """Long form: each segment's share of each categorical column's top categories (among all
     customers), with all customers' share beside it."""
-    rows: list[tuple[int, str, str, float, float]] = []
     k = int(segment_ids.max()) + 1
     ids = pl.Series("segment_id", segment_ids, dtype=pl.Int64)
-    sizes = np.bincount(segment_ids, minlength=k)
+    counts: dict[str, dict[tuple[int, str], int]] = {}
     for column in schema.of_type("categorical"):
         top = list(shares[column.name])[:TOP_CATEGORIES]
-        counts = (
+        found = (
             customers.select(pl.col(column.name))
             .with_columns(ids)
             .filter(pl.col(column.name).is_in(top))
             .group_by("segment_id", column.name)
             .len()
         )
-        found = {(s, c): n for s, c, n in counts.iter_rows()}
-        for segment in range(k):
-            for category in top:
-                value = found.get((segment, category), 0) / max(int(sizes[segment]), 1)
-                rows.append((segment, column.name, category, value, shares[column.name][category]))
+        counts[column.name] = {(s, c): n for s, c, n in found.iter_rows()}
+    sizes = np.bincount(segment_ids, minlength=k)
+    return profiles_from_counts(counts, [int(size) for size in sizes], shares)
+
+
+def profiles_from_counts(
+    counts: dict[str, dict[tuple[int, str], int]],
+    sizes: list[int],
+    shares: dict[str, dict[str, float]],
+) -> pl.DataFrame:
+    """The long-form table of `category_profiles`, from counts that either engine computes.
+
+    Parameters
+    ----------
+    counts
+        For each categorical column, the customers of each (segment id, category) among the
+        column's top `TOP_CATEGORIES` categories; a pair left out counts 0.
+    sizes
+        Each segment's size, by segment id.
+    shares
+        For each categorical column, every category's share of all customers, largest first.
+    """
+    rows: list[tuple[int, str, str, float, float]] = []
+    for column, found in counts.items():
+        for segment, size in enumerate(sizes):
+            for category in list(shares[column])[:TOP_CATEGORIES]:
+                value = found.get((segment, category), 0) / max(size, 1)
+                rows.append((segment, column, category, value, shares[column][category]))
     return pl.DataFrame(
         rows,
         schema={

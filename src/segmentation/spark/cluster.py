@@ -19,6 +19,7 @@ from segmentation.cluster import (
     centroids_in_data_units,
     customer_silhouettes,
     describe_segments,
+    profiles_from_counts,
     segment_model,
 )
 from segmentation.config import ClusterConfig
@@ -171,31 +172,17 @@ def _category_profiles(
     """As `segmentation.cluster.category_profiles`, from counts per segment and category."""
     from pyspark.sql import functions as F
 
-    rows: list[tuple[int, str, str, float, float]] = []
+    counts: dict[str, dict[tuple[int, str], int]] = {}
     for column in schema.of_type("categorical"):
         top = list(shares[column.name])[:TOP_CATEGORIES]
-        counts = (
+        found = (
             frame.where(F.col(column.name).isin(top))
             .groupBy("segment_id", column.name)
             .count()
             .collect()
         )
-        found = {(int(r[0]), str(r[1])): int(r[2]) for r in counts}
-        for segment, size in enumerate(sizes):
-            for category in top:
-                value = found.get((segment, category), 0) / max(size, 1)
-                rows.append((segment, column.name, category, value, shares[column.name][category]))
-    return pl.DataFrame(
-        rows,
-        schema={
-            "segment_id": pl.Int64,
-            "column": pl.String,
-            "category": pl.String,
-            "value": pl.Float64,
-            "everyone": pl.Float64,
-        },
-        orient="row",
-    )
+        counts[column.name] = {(int(r[0]), str(r[1])): int(r[2]) for r in found}
+    return profiles_from_counts(counts, sizes, shares)
 
 
 def _scores(frame: DataFrame, scores: Mapping[str, Mapping[str, Any]], total: int) -> DataFrame:
