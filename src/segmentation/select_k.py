@@ -299,6 +299,8 @@ class Stability:
     mean_ari: dict[int, float]
     jaccard: dict[int, list[float | None]]
     """Per k, each full-data label's mean Jaccard similarity with its best bootstrap match."""
+    resample_size: int
+    """The customers each resample drew."""
 
 
 def contingency(first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
@@ -432,7 +434,7 @@ def bootstrap_stability(
         for label in range(k):
             values = [value for _, j in per_k if (value := j[label]) is not None]
             jaccard[k].append(float(np.mean(values)) if values else None)
-    return Stability(mean_ari=mean_ari, jaccard=jaccard)
+    return Stability(mean_ari=mean_ari, jaccard=jaccard, resample_size=drawn_count)
 
 
 def find_knee(candidates: list[Candidate]) -> int | None:
@@ -692,7 +694,7 @@ def evaluate(
     }
     selection["stability"] = {
         "resamples": select_k.bootstrap,
-        "resample_size": min(int(matrix.shape[0]), select_k.bootstrap_size),
+        "resample_size": stability.resample_size,
         "per_segment_jaccard": dict(sorted(per_segment.items(), key=lambda item: int(item[0]))),
         "per_segment_class": {
             segment: None if value is None else stability_class(value)
