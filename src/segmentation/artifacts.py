@@ -200,11 +200,12 @@ def _closure(modules: tuple[str, ...]) -> set[Path]:
     return files
 
 
-def _package_files() -> list[Path]:
-    """Every file of the package that some code runs or reads: sources, templates, package data."""
+def _package_files(package_dir: Path) -> list[Path]:
+    """Every file of the package in `package_dir` that some code runs or reads: sources,
+    templates, package data."""
     return [
         p
-        for p in sorted(PACKAGE_DIR.rglob("*"))
+        for p in sorted(package_dir.rglob("*"))
         if p.is_file() and (p.suffix in {".py", ".j2"} or p.parent.name in DATA_FOLDERS.values())
     ]
 
@@ -230,7 +231,7 @@ def code_files(modules: tuple[str, ...] | None = None) -> list[Path]:
         If a name is not a module of the package.
     """
     if modules is None:
-        return _package_files()
+        return _package_files(PACKAGE_DIR)
     files = _closure(modules)
     if _module_file(TEMPLATES_MODULE) in files:
         files |= set((PACKAGE_DIR / "templates").rglob("*.j2"))
@@ -250,9 +251,9 @@ def _files_digest(files: list[Path]) -> str:
 
 @functools.cache
 def _package_digest(package_dir: Path) -> str:
-    """The hash of every file of the package in `package_dir` (which `PACKAGE_DIR` names): read
-    once per process, however many stages ask for their fingerprint."""
-    return _files_digest(_package_files())
+    """The hash of every file of the package in `package_dir`: read once per process, however
+    many stages ask for their fingerprint."""
+    return _files_digest(_package_files(package_dir))
 
 
 @functools.cache
