@@ -18,8 +18,9 @@ import pytest
 import yaml
 from sklearn.metrics import adjusted_rand_score
 
+from conftest import pinned_data
+
 REPO = Path(__file__).resolve().parents[2]
-MALL = REPO.parent / "shared" / "data" / "Mall_Customers.csv"
 SEGMENT = Path(sys.executable).with_name("segment")
 MILLION = 1_000_000
 
@@ -100,9 +101,7 @@ def data_hashes(version: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def mall() -> Path:
-    if not MALL.is_file():
-        pytest.skip(f"{MALL} is not there (CI copies the shared data beside the project)")
-    return MALL
+    return pinned_data(REPO / "config.yaml", "Mall_Customers.csv")
 
 
 def test_the_engines_agree_on_the_mall_data(

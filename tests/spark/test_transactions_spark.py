@@ -19,12 +19,12 @@ pytest.importorskip("pyspark")
 
 from pyspark.sql import SparkSession
 
+from conftest import ROOT, pinned_data
 from segmentation import transactions as polars_engine
 from segmentation.config import TransactionsConfig
 from segmentation.errors import ConfigError, DataError
 from segmentation.spark import transactions as spark_engine
 
-CDNOW = Path("/work/shared/data/cdnow/CDNOW_master.txt")
 SOURCE = "data/log.csv"
 
 
@@ -160,11 +160,11 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     }
 
 
-@pytest.mark.skipif(not CDNOW.exists(), reason="the CDNOW log is not in the shared data folder")
 def test_cdnow_gives_the_polars_table_exactly(spark: SparkSession) -> None:
+    cdnow = pinned_data(ROOT / "examples" / "cdnow.yaml", "cdnow/CDNOW_master.txt")
     keys = {"customer": "customer_id", "time_format": "%Y%m%d", "amount": "dollar_value"}
-    expected = polars_engine.build_customers([CDNOW], config(**keys), True, None, SOURCE)
-    built, summary = spark_build(spark, [CDNOW], whitespace=True, **keys)
+    expected = polars_engine.build_customers([cdnow], config(**keys), True, None, SOURCE)
+    built, summary = spark_build(spark, [cdnow], whitespace=True, **keys)
     assert built.equals(expected.customers)
     assert built.schema == expected.customers.schema
     assert summary == expected.summary
